@@ -1,0 +1,25 @@
+package redistest
+
+import (
+	"context"
+	"testing"
+)
+
+func TestStartServesCommandsAndRestartsEmpty(t *testing.T) {
+	s := Start(t, Options{Config: []string{"maxmemory 8mb"}})
+	c := s.Client(t)
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	if got, err := c.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("GET k = %q, %v; want %q", got, err, "v")
+	}
+	if got, err := c.ConfigGet(ctx, "maxmemory").Result(); err != nil || got["maxmemory"] != "8388608" {
+		t.Fatalf("CONFIG GET maxmemory = %v, %v; want 8388608", got, err)
+	}
+	s.Restart()
+	if n, err := c.Exists(ctx, "k").Result(); err != nil || n != 0 {
+		t.Fatalf("EXISTS k after restart = %d, %v; want 0", n, err)
+	}
+}

@@ -1,0 +1,116 @@
+package rediscache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Defaults for Options.
+const (
+	DefaultSessionTTL  = 24 * time.Hour
+	DefaultFillWindow  = 10 * time.Second
+	DefaultLogMaxLen   = 10000
+	DefaultCallTimeout = 250 * time.Millisecond
+)
+
+// ErrFillRefused reports that Fill did not store an active record because a
+// user-wide revocation of its user happened within Options.FillWindow: the
+// record may predate that revocation. The caller may serve the record it
+// fetched to the lookup that fetched it, but must not cache it.
+var ErrFillRefused = errors.New("rediscache: fill refused after a recent user-wide revocation")
+
+// Options configures a Cache. Zero fields mean the documented defaults.
+type Options struct {
+	// Prefix is put in front of every key and of the channel, so that two
+	// environments can share one Redis. Default "".
+	Prefix string
+	// Channel is the invalidation channel before the prefix. Default
+	// session.DefaultChannel.
+	Channel string
+	// Stripes is the number of keyspace stripes, each with its own sequence
+	// counter and log (see Layout). Use 1 (the default) on a single Redis
+	// or Sentinel, and at least 4 × the number of masters on Redis Cluster.
+	// Every replica of a deployment must use the same value.
+	Stripes int
+	// SessionTTL is the lifetime of a session hash and of a user index,
+	// renewed by every fill. A revoked record is kept at least this long.
+	// Default DefaultSessionTTL.
+	SessionTTL time.Duration
+	// FillWindow is how long after a user-wide revocation fills of that
+	// user's active records are refused (ErrFillRefused). It must exceed the
+	// longest backend call plus a Redis round trip. Default DefaultFillWindow.
+	FillWindow time.Duration
+	// LogMaxLen is the approximate length of each stripe's invalidation
+	// stream (XADD MAXLEN ~). Default DefaultLogMaxLen.
+	LogMaxLen int
+	// CallTimeout bounds each Redis call, within the caller's context.
+	// Default DefaultCallTimeout.
+	CallTimeout time.Duration
+	// Logger receives failures of the Mark* methods. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if o.SessionTTL == 0 {
+		o.SessionTTL = DefaultSessionTTL
+	}
+	if o.FillWindow == 0 {
+		o.FillWindow = DefaultFillWindow
+	}
+	if o.LogMaxLen == 0 {
+		o.LogMaxLen = DefaultLogMaxLen
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case o.SessionTTL < time.Second:
+		return fmt.Errorf("rediscache: SessionTTL %v is shorter than 1s", o.SessionTTL)
+	case o.FillWindow < 0:
+		return fmt.Errorf("rediscache: negative FillWindow %v", o.FillWindow)
+	case o.LogMaxLen < 0:
+		return fmt.Errorf("rediscache: negative LogMaxLen %d", o.LogMaxLen)
+	case o.CallTimeout < 0:
+		return fmt.Errorf("rediscache: negative CallTimeout %v", o.CallTimeout)
+	}
+	return nil
+}
+
+// Cache is the shared L2: session records in Redis hashes, revocations
+// written and published by Lua scripts. It is safe for concurrent use.
+type Cache struct {
+	rdb    redis.UniversalClient
+	opts   Options
+	layout Layout
+}
+
+var _ session.Cache = (*Cache)(nil)
+
+// New returns a Cache that uses rdb, which may be a *redis.Client, a
+// *redis.ClusterClient or a Sentinel failover client. The caller owns rdb
+// and closes it after the Cache is no longer used.
+func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
+	if rdb == nil {
+		return nil, errors.New("rediscache: nil client")
+	}
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	layout, err := NewLayout(opts.Prefix, opts.Channel, opts.Stripes)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{rdb: rdb, opts: opts, layout: layout}, nil
+}
+
+// Layout returns the key layout in use.
+func (c *Cache) Layout() Layout { return c.layout }
