@@ -1,0 +1,552 @@
+// Package localcache is the per-process L1 of the session cache: a bounded
+// LRU of decoded session.Records, each with its own expiry.
+//
+// Revocation is one-way here as in every tier. Revoke and RevokeUser flip
+// cached entries to revoked; nothing turns a revoked entry active again, and a
+// revoked entry is served as revoked until it expires or is evicted.
+//
+// A fill cannot resurrect: a caller takes a Token with Begin before it reads
+// a lower tier (Redis, the backend) and hands it to Fill with what it read.
+// Fill converts an active record to revoked when its session or its user was
+// invalidated after the Token was taken, and stores nothing active when
+// DropActive ran after it. The rules are listed on Fill.
+//
+// A Cache is safe for concurrent use. Every method takes one mutex at most
+// once; a hit costs one lock and no allocation. The Cache starts no
+// goroutines: expiry is checked when an entry is read, against Options.Now.
+package localcache
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Defaults for Options.
+const (
+	DefaultSize                = 10000
+	DefaultTTL                 = 30 * time.Second
+	DefaultRecentInvalidations = 65536
+)
+
+// errNotCached is returned by Lookup on a miss. It holds no identifier, so
+// one value serves every miss without an allocation.
+var errNotCached = fmt.Errorf("localcache: session not cached: %w", session.ErrNotFound)
+
+// Options configures a Cache. Zero fields mean the documented defaults;
+// negative values are errors.
+type Options struct {
+	// Size is the maximum number of entries, active and revoked together.
+	// Default DefaultSize.
+	Size int
+	// TTL is the lifetime of an entry, counted from the Fill that stored it.
+	// A Revoke does not extend it. Default DefaultTTL.
+	TTL time.Duration
+	// Now is the clock against which expiry is checked on every read.
+	// Default time.Now. It is called outside the Cache's lock.
+	Now func() time.Time
+	// RecentInvalidations is how many invalidations (Revoke and RevokeUser
+	// calls) are remembered for the checks made by Fill. When more happen
+	// while a Token is outstanding, a Fill with that Token treats its
+	// record as revoked (see Fill, rule 4). Each remembered invalidation
+	// costs about 100 bytes. Default DefaultRecentInvalidations.
+	RecentInvalidations int
+}
+
+func (o *Options) setDefaults() error {
+	switch {
+	case o.Size < 0:
+		return fmt.Errorf("localcache: negative Size %d", o.Size)
+	case o.TTL < 0:
+		return fmt.Errorf("localcache: negative TTL %v", o.TTL)
+	case o.RecentInvalidations < 0:
+		return fmt.Errorf("localcache: negative RecentInvalidations %d", o.RecentInvalidations)
+	}
+	if o.Size == 0 {
+		o.Size = DefaultSize
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.RecentInvalidations == 0 {
+		o.RecentInvalidations = DefaultRecentInvalidations
+	}
+	return nil
+}
+
+// Token marks a point in the Cache's history of invalidations. Take one with
+// Begin before reading a lower tier and pass it to Fill with what was read.
+// The zero Token is older than every invalidation, so a Fill with it stores
+// an active record only if the Cache has never been invalidated. A Token is
+// meaningful only to the Cache that issued it.
+type Token struct {
+	epoch uint64
+}
+
+// Stats are cumulative counters of a Cache.
+type Stats struct {
+	// Hits and Misses count Get calls (and so Lookup calls with a valid
+	// id). An expired entry counts as a miss.
+	Hits, Misses uint64
+	// Evictions counts entries pushed out by the Size bound.
+	Evictions uint64
+	// Expired counts entries found expired and removed.
+	Expired uint64
+	// Fills counts Fill calls.
+	Fills uint64
+	// FillsRevoked counts active records that Fill converted to revoked
+	// (rules 3 and 4).
+	FillsRevoked uint64
+	// FillsDropped counts Fill calls that stored nothing (rules 1, 5, 6).
+	FillsDropped uint64
+}
+
+// entry is the value kept in the LRU. Active entries are linked into their
+// user's list (Cache.users); revoked entries are not linked.
+type entry struct {
+	rec session.Record
+	// expires is the end of the entry's life, as a duration since
+	// Cache.base (monotonic when the clock provides a monotonic reading).
+	expires time.Duration
+	// uprev and unext link the active entries of one user.
+	uprev, unext *entry
+}
+
+func (e *entry) active() bool { return e.rec.Status == session.StatusActive }
+
+// invalidation is the last remembered invalidation of one id or user.
+type invalidation struct {
+	epoch uint64
+	atMS  int64
+}
+
+// pastInvalidation is one element of the FIFO that bounds the memory of
+// invalidations.
+type pastInvalidation struct {
+	key   string
+	user  bool
+	epoch uint64
+}
+
+// Cache is the L1 session cache. Create it with New.
+type Cache struct {
+	ttl time.Duration
+	// now is Options.Now, or nil for the default clock, which is read with
+	// time.Since (monotonic only, cheaper than time.Now).
+	now       func() time.Time
+	base      time.Time
+	maxRecent int
+
+	// epoch counts Revoke, RevokeUser and DropActive calls. It is written
+	// only with mu held and read atomically by Begin.
+	epoch atomic.Uint64
+
+	hits, misses, evictions, expired  atomic.Uint64
+	fills, fillsRevoked, fillsDropped atomic.Uint64
+
+	// mu guards every field below.
+	mu sync.Mutex
+	// lru holds the entries, keyed by DeviceSessionID. Its eviction
+	// callback runs with mu held.
+	lru *simplelru.LRU[string, *entry]
+	// users maps a user id to the first of its active entries.
+	users map[string]*entry
+	// idInv and userInv hold the last invalidation of a session or user,
+	// for the invalidations still in recent.
+	idInv, userInv map[string]invalidation
+	// recent is the FIFO of remembered invalidations, from recent[head].
+	recent []pastInvalidation
+	head   int
+	// floor is the epoch of the newest invalidation forgotten; a Token
+	// older than it may have missed an invalidation.
+	floor uint64
+	// dropEpoch is the epoch of the last DropActive.
+	dropEpoch uint64
+}
+
+var _ session.Cache = (*Cache)(nil)
+
+// New returns an empty Cache configured by opts.
+func New(opts Options) (*Cache, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		ttl:       opts.TTL,
+		now:       opts.Now,
+		maxRecent: opts.RecentInvalidations,
+		users:     make(map[string]*entry),
+		idInv:     make(map[string]invalidation),
+		userInv:   make(map[string]invalidation),
+	}
+	if c.now != nil {
+		c.base = c.now()
+	} else {
+		c.base = time.Now()
+	}
+	lru, err := simplelru.NewLRU(opts.Size, c.removedLocked)
+	if err != nil {
+		return nil, fmt.Errorf("localcache: %w", err)
+	}
+	c.lru = lru
+	return c, nil
+}
+
+// clock returns the current time as a duration since c.base.
+func (c *Cache) clock() time.Duration {
+	if c.now == nil {
+		return time.Since(c.base)
+	}
+	return c.now().Sub(c.base)
+}
+
+// Lookup implements session.Cache. It validates id (an error wrapping
+// session.ErrInvalidID) and returns the cached record: a revoked record
+// comes with a nil error, a miss or an expired entry is an error wrapping
+// session.ErrNotFound. It never blocks; ctx is not used.
+func (c *Cache) Lookup(ctx context.Context, id string) (session.Record, error) {
+	if err := session.ValidateID(id); err != nil {
+		return session.Record{}, fmt.Errorf("localcache: lookup: %w", err)
+	}
+	if r, ok := c.Get(id); ok {
+		return r, nil
+	}
+	return session.Record{}, errNotCached
+}
+
+// MarkRevoked implements session.Cache: it is Revoke(id, 0).
+func (c *Cache) MarkRevoked(id string) { c.Revoke(id, 0) }
+
+// MarkAllRevokedForUser implements session.Cache: it is RevokeUser(userID, 0).
+func (c *Cache) MarkAllRevokedForUser(userID string) { c.RevokeUser(userID, 0) }
+
+// Get returns the cached record for id, active or revoked. An absent or
+// expired entry is a miss (an expired one is removed). Get does not
+// validate id and does not allocate; an invalid id is simply a miss.
+//
+// The returned record shares its RevokedAtMS pointer with the cache: do not
+// write through it.
+func (c *Cache) Get(id string) (session.Record, bool) {
+	now := c.clock()
+	c.mu.Lock()
+	e, ok := c.lru.Get(id)
+	if !ok {
+		c.mu.Unlock()
+		c.misses.Add(1)
+		return session.Record{}, false
+	}
+	if now >= e.expires {
+		c.lru.Remove(id)
+		c.mu.Unlock()
+		c.expired.Add(1)
+		c.misses.Add(1)
+		return session.Record{}, false
+	}
+	r := e.rec
+	c.mu.Unlock()
+	c.hits.Add(1)
+	return r, true
+}
+
+// Begin returns a Token to pass to Fill. Take it before reading the lower
+// tier whose answer will be filled.
+func (c *Cache) Begin() Token {
+	return Token{epoch: c.epoch.Load()}
+}
+
+// Fill stores r, read from a lower tier after t was taken, unless that could
+// make a revoked session active. It returns the record now cached for r's
+// session (or, when nothing was stored, the record the caller should serve)
+// and whether r (possibly converted) was stored. The rules, in order:
+//
+//  1. r must pass r.Validate(); otherwise nothing is stored and Fill
+//     returns (r, false).
+//  2. A revoked r is always stored, replacing an active entry or merging
+//     with a revoked one (the earliest RevokedAtMS is kept).
+//  3. If the session r.DeviceSessionID or the user r.UserID was invalidated
+//     (Revoke, RevokeUser) after t was taken, an active r is converted to
+//     r.Revoked(atMS of the latest such invalidation) and stored as in
+//     rule 2.
+//  4. If more than Options.RecentInvalidations invalidations happened since
+//     t was taken, some are forgotten and the Cache cannot tell whether one
+//     concerned r: an active r is converted to revoked as in rule 3. A
+//     spurious revocation is safe; a stale active record is not.
+//  5. If DropActive ran after t was taken, an active r is not stored: Fill
+//     returns (r, false).
+//  6. If the Cache already holds an unexpired revoked entry for the session,
+//     an active r never replaces it: Fill returns (that entry, false).
+//  7. Otherwise r is stored with its expiry at now + Options.TTL, and Fill
+//     returns (r, true).
+//
+// When rules 5 and 6 both apply, Fill returns the revoked entry, as in rule
+// 6, so that the caller learns of the revocation.
+func (c *Cache) Fill(t Token, r session.Record) (session.Record, bool) {
+	c.fills.Add(1)
+	if err := r.Validate(); err != nil {
+		c.fillsDropped.Add(1)
+		return r, false
+	}
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.Status == session.StatusActive {
+		if atMS, stale := c.invalidatedSinceLocked(t, r); stale {
+			r = r.Revoked(atMS)
+			c.fillsRevoked.Add(1)
+		}
+	}
+	e := c.liveLocked(r.DeviceSessionID, now)
+	if r.Status == session.StatusRevoked {
+		if e != nil && !e.active() {
+			r.RevokedAtMS = earliest(e.rec.RevokedAtMS, r.RevokedAtMS)
+		}
+		c.storeLocked(e, r, now)
+		return r, true
+	}
+	if e != nil && !e.active() {
+		c.fillsDropped.Add(1)
+		return e.rec, false
+	}
+	if t.epoch < c.dropEpoch {
+		c.fillsDropped.Add(1)
+		return r, false
+	}
+	c.storeLocked(e, r, now)
+	return r, true
+}
+
+// invalidatedSinceLocked reports whether the active record r may have been
+// invalidated after t was taken, and the atMS of the latest remembered such
+// invalidation (0 if none or unknown).
+func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, stale bool) {
+	var at uint64
+	if inv, ok := c.idInv[r.DeviceSessionID]; ok && inv.epoch > t.epoch {
+		at, atMS, stale = inv.epoch, inv.atMS, true
+	}
+	if inv, ok := c.userInv[r.UserID]; ok && inv.epoch > t.epoch && inv.epoch > at {
+		atMS, stale = inv.atMS, true
+	}
+	if t.epoch < c.floor {
+		stale = true
+	}
+	return atMS, stale
+}
+
+// earliest returns the earlier of two optional revocation times.
+func earliest(a, b *int64) *int64 {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	case *b < *a:
+		return b
+	}
+	return a
+}
+
+// liveLocked returns the unexpired entry for id, or nil. It removes an
+// expired entry.
+func (c *Cache) liveLocked(id string, now time.Duration) *entry {
+	e, ok := c.lru.Peek(id)
+	if !ok {
+		return nil
+	}
+	if now >= e.expires {
+		c.lru.Remove(id)
+		c.expired.Add(1)
+		return nil
+	}
+	return e
+}
+
+// storeLocked sets the record of e (the live entry for r's session, or nil
+// for a new one) to r with a fresh expiry, and marks it most recently used.
+func (c *Cache) storeLocked(e *entry, r session.Record, now time.Duration) {
+	if e != nil {
+		if e.active() {
+			c.unlinkLocked(e)
+		}
+		e.rec, e.expires = r, now+c.ttl
+		if e.active() {
+			c.linkLocked(e)
+		}
+		c.lru.Get(r.DeviceSessionID)
+		return
+	}
+	e = &entry{rec: r, expires: now + c.ttl}
+	if e.active() {
+		c.linkLocked(e)
+	}
+	if c.lru.Add(r.DeviceSessionID, e) {
+		c.evictions.Add(1)
+	}
+}
+
+// linkLocked puts the active entry e at the head of its user's list.
+func (c *Cache) linkLocked(e *entry) {
+	uid := e.rec.UserID
+	if head := c.users[uid]; head != nil {
+		head.uprev = e
+		e.unext = head
+	}
+	c.users[uid] = e
+}
+
+// unlinkLocked takes the active entry e out of its user's list.
+func (c *Cache) unlinkLocked(e *entry) {
+	if e.uprev != nil {
+		e.uprev.unext = e.unext
+	} else if e.unext != nil {
+		c.users[e.rec.UserID] = e.unext
+	} else {
+		delete(c.users, e.rec.UserID)
+	}
+	if e.unext != nil {
+		e.unext.uprev = e.uprev
+	}
+	e.uprev, e.unext = nil, nil
+}
+
+// removedLocked is the LRU's eviction callback, called for every entry that
+// leaves it (eviction, expiry, DropActive) with mu held.
+func (c *Cache) removedLocked(_ string, e *entry) {
+	if e.active() {
+		c.unlinkLocked(e)
+	}
+}
+
+// flipLocked makes the live entry e revoked, keeping an existing
+// RevokedAtMS, else using atMS if positive. Its expiry is unchanged.
+func (c *Cache) flipLocked(e *entry, atMS int64) {
+	if e.active() {
+		c.unlinkLocked(e)
+	}
+	e.rec = e.rec.Revoked(atMS)
+}
+
+// Revoke flips the cached entry for id, if any, to revoked: an existing
+// RevokedAtMS is kept, otherwise atMS is used when positive. Whether or not
+// id is cached, the invalidation is remembered so that a Fill with an older
+// Token cannot store id as active. An invalid id is ignored (it can never be
+// cached).
+//
+// For the Fill check to cover a lookup that reads a lower tier while the
+// revocation is being written there, call Revoke once the lower tier holds
+// the revocation (or again after it does).
+func (c *Cache) Revoke(id string, atMS int64) {
+	if session.ValidateID(id) != nil {
+		return
+	}
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rememberLocked(id, false, atMS)
+	if e := c.liveLocked(id, now); e != nil {
+		c.flipLocked(e, atMS)
+	}
+}
+
+// RevokeUser flips every cached session of userID to revoked, as Revoke
+// does for one, and remembers the user-wide invalidation so that a Fill with
+// an older Token cannot store any session of that user as active. An invalid
+// user id is ignored.
+func (c *Cache) RevokeUser(userID string, atMS int64) {
+	if session.ValidateUserID(userID) != nil {
+		return
+	}
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rememberLocked(userID, true, atMS)
+	for e := c.users[userID]; e != nil; {
+		next := e.unext
+		if now >= e.expires {
+			c.lru.Remove(e.rec.DeviceSessionID)
+			c.expired.Add(1)
+		} else {
+			c.flipLocked(e, atMS)
+		}
+		e = next
+	}
+}
+
+// rememberLocked starts a new epoch for an invalidation of key (a session
+// id, or a user id if user) and records it, forgetting the oldest
+// remembered invalidation beyond Options.RecentInvalidations.
+func (c *Cache) rememberLocked(key string, user bool, atMS int64) {
+	epoch := c.epoch.Add(1)
+	m := c.idInv
+	if user {
+		m = c.userInv
+	}
+	m[key] = invalidation{epoch: epoch, atMS: atMS}
+	c.recent = append(c.recent, pastInvalidation{key: key, user: user, epoch: epoch})
+	if len(c.recent)-c.head <= c.maxRecent {
+		return
+	}
+	old := c.recent[c.head]
+	c.recent[c.head] = pastInvalidation{}
+	c.head++
+	m = c.idInv
+	if old.user {
+		m = c.userInv
+	}
+	if m[old.key].epoch == old.epoch {
+		delete(m, old.key)
+	}
+	c.floor = old.epoch
+	if c.head >= len(c.recent)/2 {
+		n := copy(c.recent, c.recent[c.head:])
+		clear(c.recent[n:])
+		c.recent, c.head = c.recent[:n], 0
+	}
+}
+
+// DropActive removes every active entry (revoked entries stay) and makes
+// every Token taken before it unable to store an active record. It returns
+// how many entries were removed. The caller uses it when invalidations may
+// have been lost.
+func (c *Cache) DropActive() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropEpoch = c.epoch.Add(1)
+	n := 0
+	for _, head := range c.users {
+		for e := head; e != nil; {
+			next := e.unext
+			c.lru.Remove(e.rec.DeviceSessionID)
+			n++
+			e = next
+		}
+	}
+	return n
+}
+
+// Len returns the number of entries, including expired ones not yet
+// removed.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Stats returns the Cache's counters. It does not take the lock; the
+// counters are read one by one, not as a snapshot.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Hits:         c.hits.Load(),
+		Misses:       c.misses.Load(),
+		Evictions:    c.evictions.Load(),
+		Expired:      c.expired.Load(),
+		Fills:        c.fills.Load(),
+		FillsRevoked: c.fillsRevoked.Load(),
+		FillsDropped: c.fillsDropped.Load(),
+	}
+}
