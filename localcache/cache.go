@@ -321,6 +321,25 @@ func (c *Cache) Fill(t Token, r session.Record) (session.Record, bool) {
 	return r, true
 }
 
+// Check returns r as a reader that took t should answer it: an active r is
+// returned revoked (as Fill would store it, rules 3 and 4) when its session
+// or its user was revoked after t was taken, or when t is older than the
+// remembered invalidations. Check stores nothing; it lets callers that share
+// one read of a lower tier (joining an in-flight backend call) apply the
+// fill guard to the answer they return.
+func (c *Cache) Check(t Token, r session.Record) session.Record {
+	if r.Status != session.StatusActive {
+		return r
+	}
+	c.mu.Lock()
+	atMS, stale := c.invalidatedSinceLocked(t, r)
+	c.mu.Unlock()
+	if stale {
+		return r.Revoked(atMS)
+	}
+	return r
+}
+
 // invalidatedSinceLocked reports whether the active record r may have been
 // invalidated after t was taken, and the atMS of the latest remembered such
 // invalidation (0 if none or unknown).
