@@ -13,7 +13,8 @@ const MaxIDLength = 128
 var ErrInvalidID = errors.New("session: invalid identifier")
 
 // ValidateID reports whether id is an acceptable device-session identifier:
-// 1 to MaxIDLength bytes, each one of A-Z, a-z, 0-9, '-', '_' or '.'.
+// 1 to MaxIDLength bytes, each one of A-Z, a-z, 0-9, '-', '_' or '.', and
+// not "." or ".." (which cannot travel as a URL path segment).
 //
 // The allowed set leaves out everything that means something to Redis or to
 // a shell: glob characters (* ? [ ] \), hash-tag braces ({ }), the key
@@ -37,6 +38,9 @@ func validate(what, id string) error {
 	}
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalidID, what, len(id), MaxIDLength)
+	}
+	if id == "." || id == ".." {
+		return fmt.Errorf("%w: %s is a dot segment", ErrInvalidID, what)
 	}
 	for i := 0; i < len(id); i++ {
 		if !idByte[id[i]] {
