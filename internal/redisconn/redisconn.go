@@ -142,7 +142,6 @@ func mergeTLS(parsed, ours *tls.Config) *tls.Config {
 	return ours
 }
 
-
 func extraAddrs(raw string) []string {
 	u, err := url.Parse(raw)
 	if err != nil {
