@@ -44,13 +44,16 @@ type Options struct {
 	SessionTTL time.Duration
 	// FillWindow is how long after a user-wide revocation fills of that
 	// user's active records are refused (ErrFillRefused). It must exceed the
-	// longest backend call plus a Redis round trip. Default DefaultFillWindow.
+	// longest backend call plus a Redis round trip, and 4 × CallTimeout (see
+	// Cache.Fill). Default DefaultFillWindow.
 	FillWindow time.Duration
 	// LogMaxLen is the approximate length of each stripe's invalidation
 	// stream (XADD MAXLEN ~). Default DefaultLogMaxLen.
 	LogMaxLen int
 	// CallTimeout bounds each Redis call, within the caller's context.
-	// Default DefaultCallTimeout.
+	// Default DefaultCallTimeout. go-redis applies context deadlines to
+	// socket reads only when the client has ContextTimeoutEnabled; without
+	// it a call to a stalled Redis lasts up to the client's ReadTimeout.
 	CallTimeout time.Duration
 	// Logger receives failures of the Mark* methods. Default: discard.
 	Logger *slog.Logger
@@ -81,6 +84,9 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("rediscache: negative LogMaxLen %d", o.LogMaxLen)
 	case o.CallTimeout < 0:
 		return fmt.Errorf("rediscache: negative CallTimeout %v", o.CallTimeout)
+	case 4*o.CallTimeout >= o.FillWindow:
+		// Fill's index step must run within FillWindow/2 of the fetch.
+		return fmt.Errorf("rediscache: FillWindow %v must exceed 4 × CallTimeout (%v)", o.FillWindow, o.CallTimeout)
 	}
 	return nil
 }
@@ -91,6 +97,7 @@ type Cache struct {
 	rdb    redis.UniversalClient
 	opts   Options
 	layout Layout
+	store  storeState // counters and test hook of the data operations (store.go)
 }
 
 var _ session.Cache = (*Cache)(nil)

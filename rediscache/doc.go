@@ -1,0 +1,76 @@
+// Package rediscache is the shared second tier (L2) of the session cache:
+// one Redis hash per device session, read and written by every gateway
+// replica through a redis.UniversalClient (a single Redis, Sentinel or
+// Redis Cluster), and the publisher of revocations on the invalidation
+// channel.
+//
+// # Contract
+//
+// Get (and Lookup, its session.Cache name) returns the record Redis holds:
+// a revoked record with a nil error, an error wrapping session.ErrNotFound
+// when there is none, and an error (never a record) when the hash fails
+// DecodeHash or Redis cannot be reached. Fill stores a record fetched from
+// the backend; RevokeSession and RevokeUser revoke and publish. An invalid
+// session or user id is rejected with an error wrapping
+// session.ErrInvalidID before any key is built, so it costs no Redis
+// command. Every Redis call is bounded by Options.CallTimeout within the
+// caller's context. Errors and log lines carry ids only through
+// session.Redact.
+//
+// Revocation is one-way in Redis: no script writes "active" over "revoked".
+// A revoked record keeps its earliest revoked_at_ms and lives at least
+// Options.SessionTTL. Revoking a session Redis does not hold writes a
+// tombstone (status revoked, no user_id or key), which a later fill
+// completes but never reactivates.
+//
+// # Layout
+//
+// The keys, hash fields and channel are a public interface; Layout
+// documents them. A session hash has the fields user_id,
+// client_public_key, status ("active" or "revoked") and, when revoked,
+// revoked_at_ms (decimal Unix milliseconds of the Redis clock). Every key
+// written has a TTL: session hashes SessionTTL (at least, when revoked);
+// user indexes SessionTTL + FillWindow; user revocation markers
+// 2 × FillWindow; sequence counters and logs LogTTL, renewed by each
+// invalidation.
+//
+// # Scripts
+//
+// All writes are Lua scripts, each touching the keys of one hash slot (with
+// several stripes they share the {s<k>} tag), using redis.call('TIME') as the
+// one clock:
+//
+//   - index adds a session to its user's index, refusing an active fill when
+//     the user's revocation marker is younger than FillWindow;
+//   - fill writes the record unless Redis holds it revoked, in which case it
+//     only completes a tombstone's user_id and key;
+//   - revoke_session sets status revoked (creating a tombstone if needed),
+//     takes the next sequence number of the session's stripe, appends
+//     `session <id> seq <n> at_ms <t>` to the stripe's log stream (MAXLEN ~
+//     LogMaxLen) and publishes {"session":…,"seq":…,"stripe":…,"at_ms":…};
+//   - revoke_user sets the user's marker, reads the user's index, and logs
+//     and publishes {"user":…,…} the same way. RevokeUser then runs
+//     revoke_session for each indexed session.
+//
+// The published bytes are exactly what session.Invalidation.MarshalJSON
+// produces for the returned message. A message is published even when the
+// session was revoked already, so a retried revocation reaches every
+// replica.
+//
+// # Concurrency
+//
+// A Cache is safe for concurrent use; it holds no lock and starts no
+// goroutine. A fill racing a RevokeSession cannot leave "active" behind,
+// because each script is atomic and fill never overwrites "revoked". A fill
+// racing a RevokeUser cannot either: Fill runs the index script before the
+// fill script, and revoke_user reads the index in the same atomic step that
+// sets the marker. A fill indexed before it is in the list that RevokeUser
+// revokes; a fill indexed after it sees the marker and is refused with
+// ErrFillRefused. That holds provided the caller starts Fill within
+// FillWindow/2 − CallTimeout of starting the backend fetch (see Cache.Fill).
+//
+// A RevokeUser that fails part-way has published the user message and set
+// the marker but may have left some sessions active in Redis; it returns an
+// error, and the caller retries it (the index is kept, so a retry finds the
+// same sessions).
+package rediscache

@@ -1,0 +1,426 @@
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Hash fields of a session record in Redis.
+const (
+	FieldUserID          = "user_id"
+	FieldClientPublicKey = "client_public_key"
+	FieldStatus          = "status"
+	FieldRevokedAtMS     = "revoked_at_ms"
+)
+
+// LogTTL is the lifetime of a stripe's sequence counter and log, renewed by
+// every invalidation of the stripe. A counter that expires starts again at 1.
+const LogTTL = 30 * 24 * time.Hour
+
+// revokeBatch is how many session revocations RevokeUser sends in one
+// pipeline.
+const revokeBatch = 64
+
+// storeState is the part of a Cache that the data operations own.
+type storeState struct {
+	published            atomic.Uint64
+	publishedNoReceivers atomic.Uint64
+	fillsRefused         atomic.Uint64
+	revokeErrors         atomic.Uint64
+
+	// hookAfterIndex, when a test sets it before using the Cache, runs in
+	// Fill between the index script and the fill script.
+	hookAfterIndex func()
+}
+
+// Stats counts events since New. The counters only grow.
+type Stats struct {
+	// Published counts invalidation messages published.
+	Published uint64
+	// PublishedNoReceivers counts published messages that no subscriber
+	// received (PUBLISH returned 0); replicas then learn of them only
+	// through the log.
+	PublishedNoReceivers uint64
+	// FillsRefused counts fills that returned ErrFillRefused.
+	FillsRefused uint64
+	// RevokeErrors counts revocations that failed, each session of a
+	// user-wide revocation counting once.
+	RevokeErrors uint64
+}
+
+// Stats returns the counters. It is cheap and safe for concurrent use.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Published:            c.store.published.Load(),
+		PublishedNoReceivers: c.store.publishedNoReceivers.Load(),
+		FillsRefused:         c.store.fillsRefused.Load(),
+		RevokeErrors:         c.store.revokeErrors.Load(),
+	}
+}
+
+// DecodeHash converts the fields of a session hash, as HGETALL returns them,
+// into a record for device session id. A hash that fails Record.Validate,
+// has an unknown or missing status, or a revoked_at_ms that is not a decimal
+// count of milliseconds is an error wrapping session.ErrInvalidRecord, never
+// a record. A revoked hash without user_id and client_public_key decodes to
+// a tombstone. Fields other than the four documented ones are ignored.
+//
+// An empty map is an invalid record here; Get reports a missing hash as
+// session.ErrNotFound before decoding.
+func DecodeHash(id string, h map[string]string) (session.Record, error) {
+	status, err := session.ParseStatus(h[FieldStatus])
+	if err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+	}
+	r := session.Record{
+		DeviceSessionID: id,
+		UserID:          h[FieldUserID],
+		ClientPublicKey: h[FieldClientPublicKey],
+		Status:          status,
+	}
+	if s, ok := h[FieldRevokedAtMS]; ok {
+		at, err := parseMS(s)
+		if err != nil {
+			return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+		}
+		r.RevokedAtMS = &at
+	}
+	if err := r.Validate(); err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+	}
+	return r, nil
+}
+
+// parseMS accepts 1 to 18 decimal digits: no sign, no spaces, no exponent.
+func parseMS(s string) (int64, error) {
+	bad := len(s) == 0 || len(s) > 18
+	for i := 0; i < len(s) && !bad; i++ {
+		bad = s[i] < '0' || s[i] > '9'
+	}
+	if bad {
+		return 0, fmt.Errorf("%w: revoked_at_ms is not a decimal count of milliseconds", session.ErrInvalidRecord)
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// call bounds one Redis call by Options.CallTimeout within ctx.
+func (c *Cache) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opts.CallTimeout)
+}
+
+// Get reads the record of device session id from Redis. An invalid id is an
+// error wrapping session.ErrInvalidID, and no command is sent. A missing
+// hash is an error wrapping session.ErrNotFound; a hash that DecodeHash
+// rejects is an error wrapping session.ErrInvalidRecord. A revoked record is
+// returned with a nil error.
+func (c *Cache) Get(ctx context.Context, id string) (session.Record, error) {
+	if err := session.ValidateID(id); err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: get: %w", err)
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	h, err := c.rdb.HGetAll(cctx, c.layout.SessionKey(id)).Result()
+	switch {
+	case errors.Is(err, redis.Nil) || (err == nil && len(h) == 0):
+		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), session.ErrNotFound)
+	case err != nil:
+		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), err)
+	}
+	r, err := DecodeHash(id, h)
+	if err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), err)
+	}
+	return r, nil
+}
+
+// Lookup implements session.Cache: it is Get.
+func (c *Cache) Lookup(ctx context.Context, deviceSessionID string) (session.Record, error) {
+	return c.Get(ctx, deviceSessionID)
+}
+
+// Fill stores a record fetched from the backend and returns the record Redis
+// holds afterwards. Writing an active record never overwrites a revoked one:
+// if Redis holds a revoked record (or tombstone), it stays revoked, gains
+// the user id and key it lacked, and Fill returns it as revoked with a nil
+// error. A record that fails Record.Validate is an error and sends nothing.
+//
+// An active record is first added to its user's index, which is refused
+// with ErrFillRefused (and nothing is written) when a user-wide revocation
+// of that user happened within Options.FillWindow. A revocation that runs
+// after the index step finds the session in the index and revokes it. So
+// that a record fetched before a user-wide revocation cannot pass the index
+// step after the window, the caller must start Fill within FillWindow/2 −
+// CallTimeout of starting the fetch that produced r (New enforces
+// 4 × CallTimeout < FillWindow). The second step also refuses an active
+// record when more than FillWindow/2 of Redis time passed since the first.
+//
+// Each of the two Redis calls is bounded by Options.CallTimeout within ctx.
+func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, error) {
+	if err := r.Validate(); err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: fill: %w", err)
+	}
+	id := r.DeviceSessionID
+	active := r.Status == session.StatusActive
+	var limitMS int64 // Redis time after which an active record is not written
+	if r.UserID != "" {
+		now, err := c.index(ctx, r.UserID, id, active)
+		if err != nil {
+			return session.Record{}, fmt.Errorf("rediscache: fill %s: index: %w", session.Redact(id), err)
+		}
+		if now == 0 {
+			c.store.fillsRefused.Add(1)
+			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), ErrFillRefused)
+		}
+		if active {
+			limitMS = now + c.opts.FillWindow.Milliseconds()/2
+		}
+	}
+	if c.store.hookAfterIndex != nil {
+		c.store.hookAfterIndex()
+	}
+	revokedAt := ""
+	if r.RevokedAtMS != nil {
+		revokedAt = strconv.FormatInt(*r.RevokedAtMS, 10)
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	res, err := fillScript.Run(cctx, c.rdb, []string{c.layout.SessionKey(id)},
+		r.UserID, r.ClientPublicKey, string(r.Status), revokedAt,
+		c.opts.SessionTTL.Milliseconds(), limitMS).Result()
+	if err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
+	}
+	fields, ok := res.([]any)
+	if !ok {
+		c.store.fillsRefused.Add(1)
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: index step too long ago: %w", session.Redact(id), ErrFillRefused)
+	}
+	h, err := pairs(fields)
+	if err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
+	}
+	stored, err := DecodeHash(id, h)
+	if err != nil {
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: stored record: %w", session.Redact(id), err)
+	}
+	return stored, nil
+}
+
+// index runs the index script: it returns the Redis time in ms, or 0 when
+// check is set and the user was revoked within the fill window.
+func (c *Cache) index(ctx context.Context, userID, id string, check bool) (int64, error) {
+	flag := "0"
+	if check {
+		flag = "1"
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	// The index outlives the session hashes it lists: a hash's TTL is set
+	// at most FillWindow/2 after its index entry's.
+	ttl := c.opts.SessionTTL + c.opts.FillWindow
+	return indexScript.Run(cctx, c.rdb,
+		[]string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)},
+		id, ttl.Milliseconds(), c.opts.FillWindow.Milliseconds(), flag).Int64()
+}
+
+// pairs converts a flat HGETALL reply into a map.
+func pairs(fields []any) (map[string]string, error) {
+	if len(fields)%2 != 0 {
+		return nil, fmt.Errorf("%w: odd number of hash fields", session.ErrInvalidRecord)
+	}
+	h := make(map[string]string, len(fields)/2)
+	for i := 0; i < len(fields); i += 2 {
+		k, ok1 := fields[i].(string)
+		v, ok2 := fields[i+1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("%w: hash field is not a string", session.ErrInvalidRecord)
+		}
+		h[k] = v
+	}
+	return h, nil
+}
+
+// RevokeSession marks device session id revoked in Redis, creating a
+// revoked tombstone when Redis holds no record, and publishes the
+// invalidation it returns (also appended to the stripe's log). An existing
+// revoked_at_ms is kept. The TTL becomes at least Options.SessionTTL. It
+// publishes even when the session was revoked already, so a retry fans out
+// again. The call is bounded by Options.CallTimeout within ctx; an invalid
+// id sends nothing.
+func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidation, error) {
+	if err := session.ValidateID(id); err != nil {
+		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session: %w", err)
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	res, err := c.revokeSessionCmd(cctx, c.rdb, id, revokeSessionScript.Run).Int64Slice()
+	m, err := c.sessionRevoked(id, res, err)
+	if err != nil {
+		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
+	}
+	return m, nil
+}
+
+// revokeSessionCmd runs the revoke_session script for id with run, which is
+// Script.Run or Script.Eval.
+func (c *Cache) revokeSessionCmd(ctx context.Context, s redis.Scripter, id string,
+	run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) *redis.Cmd {
+	k := c.layout.Stripe(id)
+	return run(ctx, s,
+		[]string{c.layout.SessionKey(id), c.layout.SeqKey(k), c.layout.LogKey(k)},
+		id, c.opts.SessionTTL.Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds())
+}
+
+// sessionRevoked turns the reply of revoke_session into the message it
+// published, counting it.
+func (c *Cache) sessionRevoked(id string, res []int64, err error) (session.Invalidation, error) {
+	if err == nil && len(res) != 3 {
+		err = fmt.Errorf("unexpected reply of %d values", len(res))
+	}
+	if err != nil {
+		c.store.revokeErrors.Add(1)
+		return session.Invalidation{}, err
+	}
+	c.countPublish(res[2])
+	return session.Invalidation{SessionID: id, Seq: uint64(res[0]), Stripe: c.layout.Stripe(id), AtMS: res[1]}, nil
+}
+
+func (c *Cache) countPublish(receivers int64) {
+	c.store.published.Add(1)
+	if receivers == 0 {
+		c.store.publishedNoReceivers.Add(1)
+	}
+}
+
+// RevokeUser revokes every session of userID. In one atomic step it sets the
+// user's revocation marker (refusing active fills of the user for
+// Options.FillWindow; the marker lives 2 × FillWindow), reads the user's
+// index, and publishes the user invalidation it returns. Then it revokes
+// each indexed session as RevokeSession does, publishing one message each,
+// and returns the ids it revoked. It tries every session and returns the
+// first error; a caller retries the whole call on error, which is safe.
+//
+// The first call is bounded by Options.CallTimeout within ctx, and so is each
+// pipeline of up to 64 session revocations. An invalid user id sends
+// nothing.
+func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalidation, []string, error) {
+	if err := session.ValidateUserID(userID); err != nil {
+		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user: %w", err)
+	}
+	k := c.layout.Stripe(userID)
+	cctx, cancel := c.call(ctx)
+	res, err := revokeUserScript.Run(cctx, c.rdb,
+		[]string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID), c.layout.SeqKey(k), c.layout.LogKey(k)},
+		userID, (2 * c.opts.FillWindow).Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds()).Slice()
+	cancel()
+	m, ids, err := c.userRevoked(userID, res, err)
+	if err != nil {
+		c.store.revokeErrors.Add(1)
+		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
+	}
+	revoked, err := c.revokeSessions(ctx, ids)
+	if err != nil {
+		return m, revoked, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
+	}
+	return m, revoked, nil
+}
+
+// userRevoked parses the reply of revoke_user: {seq, now, receivers, ids}.
+func (c *Cache) userRevoked(userID string, res []any, err error) (session.Invalidation, []string, error) {
+	if err != nil {
+		return session.Invalidation{}, nil, err
+	}
+	if len(res) != 4 {
+		return session.Invalidation{}, nil, fmt.Errorf("unexpected reply of %d values", len(res))
+	}
+	seq, ok1 := res[0].(int64)
+	now, ok2 := res[1].(int64)
+	n, ok3 := res[2].(int64)
+	members, ok4 := res[3].([]any)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return session.Invalidation{}, nil, errors.New("unexpected reply types")
+	}
+	c.countPublish(n)
+	ids := make([]string, 0, len(members))
+	for _, v := range members {
+		id, ok := v.(string)
+		if !ok {
+			return session.Invalidation{}, nil, errors.New("unexpected reply types")
+		}
+		ids = append(ids, id)
+	}
+	m := session.Invalidation{UserID: userID, Seq: uint64(seq), Stripe: c.layout.Stripe(userID), AtMS: now}
+	return m, ids, nil
+}
+
+// revokeSessions revokes ids in pipelines of plain EVAL (never EVALSHA, so a
+// flushed script cache cannot fail a pipeline), each pipeline bounded by
+// Options.CallTimeout. Ids that fail ValidateID are skipped and reported.
+// It returns the ids revoked and the first error.
+func (c *Cache) revokeSessions(ctx context.Context, ids []string) ([]string, error) {
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if err := session.ValidateID(id); err != nil {
+			c.store.revokeErrors.Add(1)
+			fail(fmt.Errorf("indexed session: %w", err))
+			continue
+		}
+		valid = append(valid, id)
+	}
+	revoked := make([]string, 0, len(valid))
+	for len(valid) > 0 {
+		batch := valid[:min(revokeBatch, len(valid))]
+		valid = valid[len(batch):]
+		cctx, cancel := c.call(ctx)
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(batch))
+		for i, id := range batch {
+			cmds[i] = c.revokeSessionCmd(cctx, pipe, id, revokeSessionScript.Eval)
+		}
+		_, _ = pipe.Exec(cctx) // errors are read per command below
+		cancel()
+		for i, id := range batch {
+			res, err := cmds[i].Int64Slice()
+			if _, err := c.sessionRevoked(id, res, err); err != nil {
+				fail(fmt.Errorf("session %s: %w", session.Redact(id), err))
+				continue
+			}
+			revoked = append(revoked, id)
+		}
+	}
+	return revoked, firstErr
+}
+
+// MarkRevoked implements session.Cache: RevokeSession bounded by
+// Options.CallTimeout. A failure is logged with the id redacted and counted
+// in Stats.RevokeErrors.
+func (c *Cache) MarkRevoked(deviceSessionID string) {
+	if _, err := c.RevokeSession(context.Background(), deviceSessionID); err != nil {
+		c.opts.Logger.Warn("rediscache: mark revoked failed",
+			"session", session.Redact(deviceSessionID), "err", err)
+	}
+}
+
+// MarkAllRevokedForUser implements session.Cache: RevokeUser, each of its
+// Redis calls bounded by Options.CallTimeout. A failure is logged with the
+// id redacted and counted in Stats.RevokeErrors.
+func (c *Cache) MarkAllRevokedForUser(userID string) {
+	if _, _, err := c.RevokeUser(context.Background(), userID); err != nil {
+		c.opts.Logger.Warn("rediscache: mark all revoked for user failed",
+			"user", session.Redact(userID), "err", err)
+	}
+}
