@@ -1,0 +1,208 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/galaxy-game/sessioncache/backend"
+	"github.com/galaxy-game/sessioncache/backend/backendtest"
+	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// env is one redis-server and one backend shared by several replicas.
+type env struct {
+	t       *testing.T
+	srv     *redistest.Server
+	rdb     *redis.Client // a plain client, for assertions
+	backend *backendtest.Server
+	layout  rediscache.Layout
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Options{})
+	be := backendtest.NewServer()
+	t.Cleanup(be.Close)
+	layout, err := rediscache.NewLayout("", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, srv: srv, rdb: srv.Client(t), backend: be, layout: layout}
+}
+
+// observer collects the invalidations a replica applied, so tests can wait
+// for one without sleeping.
+type observer struct {
+	mu      sync.Mutex
+	syncs   int                  // EventSynced seen
+	synced  chan struct{}        // closed and replaced at every EventSynced
+	seen    map[string]time.Time // session or user id -> first application
+	waiters map[string][]chan struct{}
+}
+
+func newObserver() *observer {
+	return &observer{seen: map[string]time.Time{}, waiters: map[string][]chan struct{}{}, synced: make(chan struct{})}
+}
+
+func (o *observer) event(e rediscache.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.Kind == rediscache.EventLost {
+		if o.lost != nil {
+			close(o.lost)
+			o.lost = nil
+		}
+		return
+	}
+	o.syncs++
+	close(o.synced)
+	o.synced = make(chan struct{})
+}
+
+// armLost returns a channel closed at the next EventLost.
+func (o *observer) armLost() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.lost == nil {
+		o.lost = make(chan struct{})
+	}
+	return o.lost
+}
+
+// syncCount returns how many syncs the replica has done.
+func (o *observer) syncCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.syncs
+}
+
+// waitSync blocks until the replica has done more than n syncs.
+func (o *observer) waitSync(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		o.mu.Lock()
+		done, ch := o.syncs > n, o.synced
+		o.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("no sync after %d within %v", n, timeout)
+		}
+	}
+}
+
+func (o *observer) applied(m session.Invalidation) {
+	key := m.SessionID + m.UserID
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.seen[key]; !ok {
+		o.seen[key] = time.Now()
+	}
+	for _, ch := range o.waiters[key] {
+		close(ch)
+	}
+	delete(o.waiters, key)
+}
+
+// wait blocks until an invalidation for key (a session or user id) was
+// applied, failing the test after timeout.
+func (o *observer) wait(t *testing.T, key string, timeout time.Duration) time.Time {
+	t.Helper()
+	o.mu.Lock()
+	if at, ok := o.seen[key]; ok {
+		o.mu.Unlock()
+		return at
+	}
+	ch := make(chan struct{})
+	o.waiters[key] = append(o.waiters[key], ch)
+	o.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(timeout):
+		t.Fatalf("invalidation for %s not applied within %v", key, timeout)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seen[key]
+}
+
+type replica struct {
+	*Cache
+	obs *observer
+	rdb *redis.Client
+}
+
+// replica starts a tiered cache on the env with its own Redis client, and
+// waits until its subscription is synced.
+func (e *env) replica(t *testing.T, name string, hooks testHooks, edit ...func(*Options)) *replica {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: name})
+	l2, err := rediscache.New(rdb, rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := backend.New(backend.Options{BaseURL: e.backend.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver()
+	userApplied := hooks.applied
+	hooks.applied = func(m session.Invalidation) {
+		obs.applied(m)
+		if userApplied != nil {
+			userApplied(m)
+		}
+	}
+	userEvent := hooks.event
+	hooks.event = func(e rediscache.Event) {
+		obs.event(e)
+		if userEvent != nil {
+			userEvent(e)
+		}
+	}
+	opts := Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}}
+	for _, f := range edit {
+		f(&opts)
+	}
+	c, err := newCache(opts, hooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		be.CloseIdleConnections()
+		rdb.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitSynced(ctx); err != nil {
+		t.Fatalf("replica %s: WaitSynced: %v", name, err)
+	}
+	return &replica{Cache: c, obs: obs, rdb: rdb}
+}
+
+// redisStatus returns the status field of a session's hash ("" if none).
+func (e *env) redisStatus(t *testing.T, id string) string {
+	t.Helper()
+	s, err := e.rdb.HGet(context.Background(), e.layout.SessionKey(id), "status").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatalf("HGET status: %v", err)
+	}
+	return s
+}

@@ -1,0 +1,195 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Lookup returns the record of a device session. A revoked session is
+// returned with a nil error (the caller rejects it); an unknown one returns
+// an error wrapping session.ErrNotFound; an invalid id returns an error
+// wrapping session.ErrInvalidID without any I/O. Any other error means no
+// tier could answer safely, and the caller must deny.
+func (c *Cache) Lookup(ctx context.Context, id string) (session.Record, error) {
+	rec, _, err := c.LookupTier(ctx, id)
+	return rec, err
+}
+
+// LookupTier is Lookup that also reports which tier answered.
+func (c *Cache) LookupTier(ctx context.Context, id string) (session.Record, Tier, error) {
+	if err := session.ValidateID(id); err != nil {
+		c.stats.invalidIDs.Add(1)
+		return session.Record{}, TierNone, err
+	}
+	if rec, ok := c.l1.Get(id); ok {
+		if rec.Status == session.StatusRevoked || c.trustL1() {
+			c.stats.l1Hits.Add(1)
+			return rec, TierL1, nil
+		}
+		c.stats.l1Distrusted.Add(1)
+	}
+	if c.knownUnknown(id) {
+		c.stats.negativeHits.Add(1)
+		return session.Record{}, TierNegative, fmt.Errorf("tiered: %w", session.ErrNotFound)
+	}
+	return c.load(ctx, id)
+}
+
+// trustL1 reports whether an L1 "active" may be served: the channel is
+// healthy, or has been unhealthy for at most StaleBound.
+func (c *Cache) trustL1() bool {
+	since := c.unhealthySince.Load()
+	if since == 0 {
+		return true
+	}
+	return c.opts.Now().UnixNano()-since <= int64(c.opts.StaleBound)
+}
+
+func (c *Cache) knownUnknown(id string) bool {
+	until, ok := c.neg.Get(id)
+	if !ok {
+		return false
+	}
+	if c.opts.Now().Before(until) {
+		return true
+	}
+	c.neg.Remove(id)
+	return false
+}
+
+// load answers an L1 miss from L2, then from the backend.
+func (c *Cache) load(ctx context.Context, id string) (session.Record, Tier, error) {
+	tok := c.l1.Begin()
+	rec, err := c.l2.Get(ctx, id)
+	switch {
+	case err == nil:
+		if h := c.hooks.afterL2Read; h != nil {
+			h(id)
+		}
+		rec, _ = c.l1.Fill(tok, c.ownRevocations(rec))
+		c.stats.l2Hits.Add(1)
+		return rec, TierL2, nil
+	case errors.Is(err, session.ErrNotFound):
+	case ctx.Err() != nil:
+		return session.Record{}, TierNone, fmt.Errorf("tiered: %w", ctx.Err())
+	default:
+		// Redis down, slow or holding a corrupt record: the backend
+		// decides, and a guarded fill repairs L2 when it can.
+		c.stats.l2Errors.Add(1)
+		c.opts.Logger.Debug("session L2 read failed", "id", session.Redact(id), "err", err)
+	}
+	return c.fetchShared(ctx, id)
+}
+
+// flight is the outcome of one shared backend call.
+type flight struct {
+	rec session.Record
+	tok localcache.Token // taken before the backend was asked
+}
+
+// fetchShared calls the backend once per id at a time. The call runs on a
+// context detached from any one caller (bounded by FetchTimeout and Close),
+// so a caller that gives up does not fail the others.
+func (c *Cache) fetchShared(ctx context.Context, id string) (session.Record, Tier, error) {
+	ch := c.flights.DoChan(id, func() (any, error) { return c.fetch(id) })
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return session.Record{}, TierNone, res.Err
+		}
+		f := res.Val.(flight)
+		// A revocation that reached this replica after the backend was
+		// asked turns the shared answer into revoked, for every caller.
+		return c.ownRevocations(c.l1.Check(f.tok, f.rec)), TierBackend, nil
+	case <-ctx.Done():
+		return session.Record{}, TierNone, fmt.Errorf("tiered: %w", ctx.Err())
+	}
+}
+
+func (c *Cache) fetch(id string) (flight, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
+	defer cancel()
+	start := c.opts.Now()
+	tok := c.l1.Begin()
+	rec, err := c.fetchBackend(ctx, id)
+	if err != nil {
+		return flight{}, err
+	}
+	if h := c.hooks.afterBackendRead; h != nil {
+		h(id)
+	}
+	// A fill older than half the fill window could land after a user-wide
+	// revocation's refusal window has passed: serve it, but cache nothing.
+	if c.opts.Now().Sub(start) > c.l2.FillWindow()/2 {
+		c.stats.fillsSkipped.Add(1)
+		return flight{rec: rec, tok: tok}, nil
+	}
+	if rec.Status == session.StatusActive {
+		if known := c.ownRevocations(c.l1.Check(tok, rec)); known.Status == session.StatusRevoked {
+			// A revocation reached this replica while the backend was
+			// answering: what we know is "revoked"; store that in both
+			// tiers, so Redis does not wait for the revocation's own write.
+			rec = known
+		}
+	}
+	stored, err := c.l2.Fill(ctx, rec)
+	switch {
+	case err == nil:
+		rec = stored
+	case errors.Is(err, rediscache.ErrFillRefused):
+		// A user-wide revocation of this user is recent. The backend,
+		// which revokes before it pushes, now knows whether this session
+		// predates it: ask once more; cache only a revoked answer.
+		c.stats.fillsRefused.Add(1)
+		again, err := c.fetchBackend(ctx, id)
+		if err != nil || again.Status != session.StatusRevoked {
+			return flight{rec: rec, tok: tok}, nil
+		}
+		rec = again
+		if stored, err := c.l2.Fill(ctx, rec); err == nil {
+			rec = stored
+		}
+	default:
+		// L2 unavailable: L1 alone is filled; its token check still
+		// guards against a revocation that arrived meanwhile.
+		c.stats.l2Errors.Add(1)
+		c.opts.Logger.Debug("session L2 fill failed", "id", session.Redact(id), "err", err)
+	}
+	rec, _ = c.l1.Fill(tok, c.ownRevocations(rec))
+	return flight{rec: rec, tok: tok}, nil
+}
+
+// fetchBackend makes one backend call and caches an unknown answer.
+func (c *Cache) fetchBackend(ctx context.Context, id string) (session.Record, error) {
+	c.stats.backendCalls.Add(1)
+	rec, err := c.backend.Fetch(ctx, id)
+	switch {
+	case err == nil:
+		return rec, nil
+	case errors.Is(err, session.ErrNotFound):
+		c.stats.notFound.Add(1)
+		c.neg.Add(id, c.opts.Now().Add(c.opts.NegativeTTL))
+		return session.Record{}, fmt.Errorf("tiered: %w", err)
+	default:
+		c.stats.backendErrors.Add(1)
+		return session.Record{}, fmt.Errorf("tiered: backend: %w", err)
+	}
+}
+
+// ownRevocations applies this replica's revocations that Redis does not
+// hold yet to a record read from L2 or the backend.
+func (c *Cache) ownRevocations(r session.Record) session.Record {
+	r, _ = c.pending.check(r)
+	return r
+}
+
+// elapsedMS converts a Unix millisecond timestamp into an age.
+func elapsedMS(now time.Time, atMS int64) time.Duration {
+	return now.Sub(time.UnixMilli(atMS))
+}

@@ -1,0 +1,205 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// MarkRevoked revokes a device session: L1 at once, then Redis (write and
+// publish) from a background worker that retries. Failures are counted
+// (Stats.RevokeFailures) and logged. An invalid id is counted and ignored.
+func (c *Cache) MarkRevoked(id string) {
+	if err := session.ValidateID(id); err != nil {
+		c.stats.invalidIDs.Add(1)
+		c.opts.Logger.Warn("MarkRevoked: invalid session id", "err", err)
+		return
+	}
+	at := c.nowMS()
+	c.revokeLocal(id, at)
+	c.pending.add(id, "", at)
+	c.enqueue(revokeJob{id: id})
+}
+
+// MarkAllRevokedForUser revokes every session of a user: L1 at once, then
+// Redis from the background worker, as MarkRevoked.
+func (c *Cache) MarkAllRevokedForUser(userID string) {
+	if err := session.ValidateUserID(userID); err != nil {
+		c.stats.invalidIDs.Add(1)
+		c.opts.Logger.Warn("MarkAllRevokedForUser: invalid user id", "err", err)
+		return
+	}
+	at := c.nowMS()
+	c.l1.RevokeUser(userID, at)
+	c.pending.add("", userID, at)
+	c.enqueue(revokeJob{userID: userID})
+}
+
+// Revoke revokes a device session in L1 and then writes and publishes the
+// revocation in Redis, returning the error of that write.
+func (c *Cache) Revoke(ctx context.Context, id string) error {
+	if err := session.ValidateID(id); err != nil {
+		return err
+	}
+	at := c.nowMS()
+	c.revokeLocal(id, at)
+	c.pending.add(id, "", at)
+	_, err := c.l2.RevokeSession(ctx, id)
+	c.countPublish(err)
+	if err == nil {
+		c.pending.done(id, "")
+	}
+	return err
+}
+
+// RevokeUser revokes every session of a user in L1 and then in Redis,
+// returning the error of the Redis write.
+func (c *Cache) RevokeUser(ctx context.Context, userID string) error {
+	if err := session.ValidateUserID(userID); err != nil {
+		return err
+	}
+	at := c.nowMS()
+	c.l1.RevokeUser(userID, at)
+	c.pending.add("", userID, at)
+	_, _, err := c.l2.RevokeUser(ctx, userID)
+	c.countPublish(err)
+	if err == nil {
+		c.pending.done("", userID)
+	}
+	return err
+}
+
+func (c *Cache) revokeLocal(id string, atMS int64) {
+	c.l1.Revoke(id, atMS)
+	c.flights.Forget(id)
+}
+
+func (c *Cache) nowMS() int64 { return c.opts.Now().UnixMilli() }
+
+func (c *Cache) countPublish(err error) {
+	if err != nil {
+		c.stats.revokeFailures.Add(1)
+		return
+	}
+	c.stats.revocationsPublished.Add(1)
+}
+
+// enqueue hands a revocation to the worker. When the queue is full the
+// revocation is written synchronously rather than dropped.
+func (c *Cache) enqueue(j revokeJob) {
+	select {
+	case c.revokes <- j:
+		return
+	case <-c.ctx.Done():
+		c.stats.revokeFailures.Add(1)
+		return
+	default:
+	}
+	c.stats.revokeQueueFull.Add(1)
+	c.writeRevocation(c.ctx, j)
+}
+
+func (c *Cache) revokeWorker() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			for {
+				select {
+				case <-c.revokes:
+					c.stats.revokeFailures.Add(1)
+				default:
+					return
+				}
+			}
+		case j := <-c.revokes:
+			c.retryRevocation(j)
+		}
+	}
+}
+
+// retryRevocation attempts a revocation up to RevokeTries times with
+// exponential backoff from 50 ms, capped at 2 s, until Close.
+func (c *Cache) retryRevocation(j revokeJob) {
+	backoff := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		err := c.writeRevocation(c.ctx, j)
+		if err == nil || errors.Is(err, session.ErrInvalidID) {
+			return
+		}
+		if try >= c.opts.RevokeTries {
+			c.opts.Logger.Error("revocation not written to Redis; replicas rely on their L1 TTL",
+				"id", session.Redact(j.id), "user", session.Redact(j.userID), "tries", try, "err", err)
+			return
+		}
+		c.stats.revokeRetries.Add(1)
+		t := time.NewTimer(backoff)
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			c.stats.revokeFailures.Add(1)
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// writeRevocation makes one attempt; a failure is counted.
+func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
+	var err error
+	if j.userID != "" {
+		_, _, err = c.l2.RevokeUser(ctx, j.userID)
+	} else {
+		_, err = c.l2.RevokeSession(ctx, j.id)
+	}
+	c.countPublish(err)
+	if err == nil {
+		c.pending.done(j.id, j.userID)
+	}
+	return err
+}
+
+// apply handles one message from the channel: flip L1.
+func (c *Cache) apply(m session.Invalidation) {
+	if m.SessionID != "" {
+		c.revokeLocal(m.SessionID, m.AtMS)
+	} else {
+		c.l1.RevokeUser(m.UserID, m.AtMS)
+	}
+	c.stats.invalidationsApplied.Add(1)
+	if m.AtMS > 0 {
+		c.stats.fanout.observe(elapsedMS(c.opts.Now(), m.AtMS))
+	}
+	if h := c.hooks.applied; h != nil {
+		h(m)
+	}
+}
+
+// event tracks the channel's health from the subscriber's events.
+func (c *Cache) event(e rediscache.Event) {
+	switch e.Kind {
+	case rediscache.EventLost:
+		c.unhealthySince.CompareAndSwap(0, c.opts.Now().UnixNano())
+		c.stats.channelLost.Add(1)
+		c.opts.Logger.Warn("session invalidation channel lost", "reason", e.Reason)
+	case rediscache.EventSynced:
+		if e.DropActive {
+			n := c.l1.DropActive()
+			c.stats.resyncDrops.Add(1)
+			c.opts.Logger.Info("session invalidation channel synced; dropped L1 active entries",
+				"reason", e.Reason, "dropped", n)
+		} else if e.Replayed > 0 {
+			c.opts.Logger.Info("session invalidation channel synced by replay",
+				"reason", e.Reason, "replayed", e.Replayed)
+		}
+		c.stats.resyncs.Add(1)
+		c.unhealthySince.Store(0)
+		c.syncOnce.Do(func() { close(c.synced) })
+	}
+	if h := c.hooks.event; h != nil {
+		h(e)
+	}
+}

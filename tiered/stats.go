@@ -1,0 +1,137 @@
+package tiered
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of a Cache's counters since New.
+type Stats struct {
+	L1Hits        int64 // lookups answered by L1
+	L1Distrusted  int64 // L1 "active" hits not served: channel unhealthy beyond StaleBound
+	NegativeHits  int64 // lookups answered by the unknown-id cache
+	L2Hits        int64 // lookups answered by Redis
+	L2Errors      int64 // Redis reads or fills that failed (down, slow, corrupt)
+	BackendCalls  int64 // backend requests made (shared calls count once)
+	BackendErrors int64 // backend requests that failed (not counting unknown ids)
+	NotFound      int64 // backend answers "unknown id"
+	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent
+	FillsSkipped  int64 // backend answers not cached: the call took too long
+	InvalidIDs    int64 // ids rejected before any I/O
+
+	RevocationsPublished int64 // revocations written and published in Redis
+	RevokeRetries        int64 // background revocation attempts retried
+	RevokeFailures       int64 // revocations that could not be written
+	RevokeQueueFull      int64 // background revocations written inline because the queue was full
+
+	InvalidationsApplied int64 // messages (and replayed entries) applied to L1
+	ChannelLost          int64 // times the invalidation channel was found unhealthy
+	Resyncs              int64 // syncs after (re)subscription or a gap
+	ResyncDrops          int64 // syncs that dropped L1's active entries
+
+	// FanoutCount, FanoutP50, FanoutP99 and FanoutMax describe the delay
+	// from a revocation's publication (Redis time in the message) to its
+	// application in this replica's L1, to bucket precision (about 10%).
+	FanoutCount int64
+	FanoutP50   time.Duration
+	FanoutP99   time.Duration
+	FanoutMax   time.Duration
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := &c.stats
+	st := Stats{
+		L1Hits:               s.l1Hits.Load(),
+		L1Distrusted:         s.l1Distrusted.Load(),
+		NegativeHits:         s.negativeHits.Load(),
+		L2Hits:               s.l2Hits.Load(),
+		L2Errors:             s.l2Errors.Load(),
+		BackendCalls:         s.backendCalls.Load(),
+		BackendErrors:        s.backendErrors.Load(),
+		NotFound:             s.notFound.Load(),
+		FillsRefused:         s.fillsRefused.Load(),
+		FillsSkipped:         s.fillsSkipped.Load(),
+		InvalidIDs:           s.invalidIDs.Load(),
+		RevocationsPublished: s.revocationsPublished.Load(),
+		RevokeRetries:        s.revokeRetries.Load(),
+		RevokeFailures:       s.revokeFailures.Load(),
+		RevokeQueueFull:      s.revokeQueueFull.Load(),
+		InvalidationsApplied: s.invalidationsApplied.Load(),
+		ChannelLost:          s.channelLost.Load(),
+		Resyncs:              s.resyncs.Load(),
+		ResyncDrops:          s.resyncDrops.Load(),
+	}
+	st.FanoutCount, st.FanoutP50, st.FanoutP99, st.FanoutMax = s.fanout.summary()
+	return st
+}
+
+type counters struct {
+	l1Hits, l1Distrusted, negativeHits, l2Hits, l2Errors atomic.Int64
+	backendCalls, backendErrors, notFound                atomic.Int64
+	fillsRefused, fillsSkipped, invalidIDs               atomic.Int64
+	revocationsPublished, revokeRetries, revokeFailures  atomic.Int64
+	revokeQueueFull, invalidationsApplied, channelLost   atomic.Int64
+	resyncs, resyncDrops                                 atomic.Int64
+	fanout                                               histogram
+}
+
+// histogram counts durations in logarithmic buckets 10% wide, from 1 µs to
+// about 10 minutes. It is lock-free.
+type histogram struct {
+	buckets [histBuckets]atomic.Int64
+	max     atomic.Int64
+}
+
+const (
+	histBuckets = 216 // 1.1^215 µs ≈ 13 min
+	histGrowth  = 1.1 // bucket width ratio
+	histBase    = time.Microsecond
+)
+
+func (h *histogram) observe(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	i := 0
+	if d > histBase {
+		i = int(math.Log(float64(d)/float64(histBase))/math.Log(histGrowth)) + 1
+	}
+	h.buckets[min(i, histBuckets-1)].Add(1)
+	for {
+		m := h.max.Load()
+		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// upper returns the upper bound of bucket i.
+func upper(i int) time.Duration {
+	return time.Duration(float64(histBase) * math.Pow(histGrowth, float64(i)))
+}
+
+func (h *histogram) summary() (n int64, p50, p99, maxd time.Duration) {
+	var counts [histBuckets]int64
+	for i := range counts {
+		counts[i] = h.buckets[i].Load()
+		n += counts[i]
+	}
+	if n == 0 {
+		return 0, 0, 0, 0
+	}
+	quantile := func(q float64) time.Duration {
+		rank := int64(math.Ceil(q * float64(n)))
+		var seen int64
+		for i, c := range counts {
+			seen += c
+			if seen >= rank {
+				return upper(i)
+			}
+		}
+		return upper(histBuckets - 1)
+	}
+	maxd = time.Duration(h.max.Load())
+	return n, min(quantile(0.50), maxd), min(quantile(0.99), maxd), maxd
+}

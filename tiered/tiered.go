@@ -1,0 +1,313 @@
+// Package tiered composes the session cache's tiers into one session.Cache:
+// a per-process L1 (localcache), the shared L2 in Redis (rediscache) and the
+// session backend (backend), with revocations fanned out over Redis pub/sub.
+//
+// Lookup path: an L1 hit answers; an L1 miss reads L2 and fills L1; a miss in
+// both calls the backend, once per id at a time in this process (concurrent
+// callers share the call), fills L2 with a guarded write and then L1. Unknown
+// ids are cached as unknown for Options.NegativeTTL; backend errors are never
+// cached.
+//
+// Revocation path: MarkRevoked and MarkAllRevokedForUser flip L1 at once and
+// then write and publish the revocation in Redis from a background worker
+// that retries; Revoke and RevokeUser do the same synchronously and return
+// the error. Every replica, this one included, subscribes to the channel and
+// flips its L1 on each message.
+//
+// Guarantees:
+//   - Revocation is one-way: no path turns a revoked session active.
+//   - A fill cannot resurrect: a record read from L2 or the backend before a
+//     revocation reached this replica is stored, and answered, as revoked.
+//   - Lost invalidations are noticed: a reconnect, a failed heartbeat or a
+//     sequence gap marks the channel unhealthy; L1 "active" entries are then
+//     served for at most Options.StaleBound before lookups revalidate them in
+//     L2, and the replica replays what it missed (or drops its active
+//     entries) before it trusts L1 again.
+//   - Fail closed: when neither L1 (revoked, or active within its bound), L2
+//     nor the backend can answer, Lookup returns an error.
+//
+// A Cache is safe for concurrent use. New starts two goroutines (the
+// subscriber and the revocation worker); Close stops both and waits.
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Defaults for Options.
+const (
+	DefaultNegativeTTL  = 5 * time.Second
+	DefaultNegativeSize = 10000
+	DefaultStaleBound   = time.Second
+	DefaultFetchTimeout = 3 * time.Second
+	DefaultRevokeQueue  = 4096
+	DefaultRevokeTries  = 8
+)
+
+// ErrClosed reports a call on a closed Cache.
+var ErrClosed = errors.New("tiered: cache closed")
+
+// Fetcher loads a session from its owner. *backend.Client implements it.
+// Fetch must wrap session.ErrNotFound for an unknown id.
+type Fetcher interface {
+	Fetch(ctx context.Context, id string) (session.Record, error)
+}
+
+// Options configures a Cache. Zero fields mean the documented defaults.
+type Options struct {
+	// Redis is the shared L2 and the invalidation channel. Required.
+	Redis *rediscache.Cache
+	// Backend answers double misses. Required.
+	Backend Fetcher
+	// Local configures L1 (see localcache.Options for its defaults).
+	Local localcache.Options
+	// NegativeTTL is how long an id the backend does not know is answered
+	// with session.ErrNotFound without asking again. Default
+	// DefaultNegativeTTL.
+	NegativeTTL time.Duration
+	// NegativeSize bounds the number of ids cached as unknown. Default
+	// DefaultNegativeSize.
+	NegativeSize int
+	// StaleBound is how long L1 may keep serving "active" after the
+	// invalidation channel was found unhealthy; after it, lookups read L2
+	// (or the backend) until the channel is synced again. The worst-case
+	// staleness of an L1 "active" is the heartbeat timeout plus StaleBound.
+	// Default DefaultStaleBound.
+	StaleBound time.Duration
+	// FetchTimeout bounds one shared backend call and the fills after it. It
+	// must be at most half of the rediscache FillWindow. Default
+	// DefaultFetchTimeout.
+	FetchTimeout time.Duration
+	// Subscriber configures the subscriber. Its OnInvalidation and OnEvent
+	// must be nil: the Cache sets them.
+	Subscriber rediscache.SubscriberOptions
+	// RevokeQueue is the capacity of the background revocation queue used
+	// by MarkRevoked and MarkAllRevokedForUser. Default DefaultRevokeQueue.
+	RevokeQueue int
+	// RevokeTries is how many times a background revocation is attempted
+	// before it is counted as failed. Default DefaultRevokeTries.
+	RevokeTries int
+	// Logger receives failures; never a full session id. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() error {
+	if o.Redis == nil {
+		return errors.New("tiered: Options.Redis is required")
+	}
+	if o.Backend == nil {
+		return errors.New("tiered: Options.Backend is required")
+	}
+	if o.Subscriber.OnInvalidation != nil || o.Subscriber.OnEvent != nil {
+		return errors.New("tiered: Options.Subscriber handlers are set by the cache and must be nil")
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = DefaultNegativeTTL
+	}
+	if o.NegativeSize == 0 {
+		o.NegativeSize = DefaultNegativeSize
+	}
+	if o.StaleBound == 0 {
+		o.StaleBound = DefaultStaleBound
+	}
+	if o.FetchTimeout == 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
+	if o.RevokeQueue == 0 {
+		o.RevokeQueue = DefaultRevokeQueue
+	}
+	if o.RevokeTries == 0 {
+		o.RevokeTries = DefaultRevokeTries
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Local.Now == nil {
+		o.Local.Now = o.Now
+	}
+	switch {
+	case o.NegativeTTL < 0:
+		return fmt.Errorf("tiered: negative NegativeTTL %v", o.NegativeTTL)
+	case o.NegativeSize < 0:
+		return fmt.Errorf("tiered: negative NegativeSize %d", o.NegativeSize)
+	case o.StaleBound < 0:
+		return fmt.Errorf("tiered: negative StaleBound %v", o.StaleBound)
+	case o.FetchTimeout < 0:
+		return fmt.Errorf("tiered: negative FetchTimeout %v", o.FetchTimeout)
+	case o.RevokeQueue < 0:
+		return fmt.Errorf("tiered: negative RevokeQueue %d", o.RevokeQueue)
+	case o.RevokeTries < 0:
+		return fmt.Errorf("tiered: negative RevokeTries %d", o.RevokeTries)
+	}
+	if w := o.Redis.FillWindow(); 2*o.FetchTimeout > w {
+		return fmt.Errorf("tiered: FetchTimeout %v is more than half of the rediscache FillWindow %v", o.FetchTimeout, w)
+	}
+	return nil
+}
+
+// Tier names the tier that answered a lookup.
+type Tier int
+
+// The tiers, in lookup order.
+const (
+	TierNone     Tier = iota // no tier answered: the lookup failed
+	TierL1                   // the process-local cache
+	TierNegative             // the unknown-id cache
+	TierL2                   // Redis
+	TierBackend              // the session backend
+)
+
+var tierNames = [...]string{"none", "l1", "negative", "l2", "backend"}
+
+// String returns "l1", "negative", "l2", "backend" or "none".
+func (t Tier) String() string {
+	if t < 0 || int(t) >= len(tierNames) {
+		return "unknown"
+	}
+	return tierNames[t]
+}
+
+// Cache is the tiered session cache. Create it with New.
+type Cache struct {
+	opts    Options
+	l1      *localcache.Cache
+	l2      *rediscache.Cache
+	backend Fetcher
+	sub     *rediscache.Subscriber
+	neg     *lru.Cache[string, time.Time] // id -> when the unknown answer expires
+	flights singleflight.Group
+	pending *pending
+	stats   counters
+	hooks   testHooks
+
+	// unhealthySince is the UnixNano time the invalidation channel was
+	// found unhealthy, or 0 while it is healthy.
+	unhealthySince atomic.Int64
+	synced         chan struct{} // closed at the first sync
+	syncOnce       sync.Once
+
+	revokes   chan revokeJob
+	ctx       context.Context // ends at Close; owned by the Cache's goroutines
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ session.Cache = (*Cache)(nil)
+
+// testHooks lets in-package tests force interleavings.
+type testHooks struct {
+	afterL2Read      func(id string)
+	afterBackendRead func(id string)
+	applied          func(m session.Invalidation)
+	event            func(e rediscache.Event)
+}
+
+type revokeJob struct {
+	id, userID string
+}
+
+// New builds a Cache and starts its subscriber and revocation worker.
+// Lookups work at once; until the first subscription is synced, L1
+// "active" entries are subject to StaleBound as if the channel were
+// unhealthy. Call Close to stop.
+func New(opts Options) (*Cache, error) {
+	return newCache(opts, testHooks{})
+}
+
+func newCache(opts Options, hooks testHooks) (*Cache, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	l1, err := localcache.New(opts.Local)
+	if err != nil {
+		return nil, fmt.Errorf("tiered: %w", err)
+	}
+	neg, err := lru.New[string, time.Time](max(opts.NegativeSize, 1))
+	if err != nil {
+		return nil, fmt.Errorf("tiered: %w", err)
+	}
+	c := &Cache{
+		opts:    opts,
+		l1:      l1,
+		l2:      opts.Redis,
+		backend: opts.Backend,
+		neg:     neg,
+		hooks:   hooks,
+		pending: newPending(),
+		synced:  make(chan struct{}),
+		revokes: make(chan revokeJob, opts.RevokeQueue),
+	}
+	c.unhealthySince.Store(opts.Now().UnixNano())
+	subOpts := opts.Subscriber
+	subOpts.OnInvalidation = c.apply
+	subOpts.OnEvent = c.event
+	if subOpts.Logger == nil {
+		subOpts.Logger = opts.Logger
+	}
+	c.sub, err = c.l2.NewSubscriber(subOpts)
+	if err != nil {
+		return nil, fmt.Errorf("tiered: %w", err)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		if err := c.sub.Run(c.ctx); err != nil && !errors.Is(err, context.Canceled) {
+			c.opts.Logger.Error("session invalidation subscriber stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.revokeWorker()
+	}()
+	return c, nil
+}
+
+// Close stops the subscriber and the revocation worker and waits for them.
+// Revocations still queued are not written to Redis; they are counted as
+// failed. Close is idempotent; lookups after Close still use the tiers but
+// L1 "active" entries are no longer trusted.
+func (c *Cache) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+		c.unhealthySince.CompareAndSwap(0, c.opts.Now().UnixNano())
+	})
+	return nil
+}
+
+// WaitSynced blocks until the first subscription to the invalidation
+// channel is established and synced, or ctx ends.
+func (c *Cache) WaitSynced(ctx context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Local returns the L1 cache, for inspection.
+func (c *Cache) Local() *localcache.Cache { return c.l1 }
+
+// Subscriber returns the invalidation subscriber, for inspection.
+func (c *Cache) Subscriber() *rediscache.Subscriber { return c.sub }
