@@ -152,7 +152,7 @@ type replica struct {
 // waits until its subscription is synced.
 func (e *env) replica(t *testing.T, name string, hooks testHooks, edit ...func(*Options)) *replica {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: name})
+	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: name, ContextTimeoutEnabled: true})
 	l2, err := rediscache.New(rdb, rediscache.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,7 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 			o.TLSConfig = mergeTLS(o.TLSConfig, tlsConf)
 		}
 		o.ClientName = c.ClientName
+		o.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(o), nil
 	case c.SentinelMaster != "":
 		o, err := redis.ParseURL(c.URL)
@@ -93,6 +94,9 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 			DB:               o.DB,
 			TLSConfig:        mergeTLS(o.TLSConfig, tlsConf),
 			ClientName:       c.ClientName,
+			// Per-call deadlines (rediscache's CallTimeout) apply to
+			// socket reads only with this set.
+			ContextTimeoutEnabled: true,
 		}), nil
 	default:
 		o, err := redis.ParseURL(c.URL)
@@ -101,6 +105,7 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		}
 		o.TLSConfig = mergeTLS(o.TLSConfig, tlsConf)
 		o.ClientName = c.ClientName
+		o.ContextTimeoutEnabled = true
 		return redis.NewClient(o), nil
 	}
 }
