@@ -121,3 +121,6 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 
 // Layout returns the key layout in use.
 func (c *Cache) Layout() Layout { return c.layout }
+
+// FillWindow returns Options.FillWindow after defaults.
+func (c *Cache) FillWindow() time.Duration { return c.opts.FillWindow }
