@@ -5,11 +5,24 @@
 // the PATH: the README's test command installs it. Servers run with no
 // persistence in a temporary directory, so each test starts from an empty
 // keyspace.
+//
+// Beyond a single server the package starts a replica (StartReplica), a
+// Redis Cluster (StartCluster, which also needs redis-cli) and a Sentinel
+// group (StartSentinel); it serves TLS with a throw-away certificate
+// authority (NewTestCA, Options.TLS) and ACLs (Options.ACLFile,
+// Options.Password). Everything listens on 127.0.0.1 only and every process
+// is killed at test cleanup.
+//
+// Concurrency: a Server, Cluster or Sentinel may be used from several
+// goroutines, but the helpers that take a testing.TB, and the methods that
+// fail the test (Restart, Promote, KillMaster, ...), must be called from the
+// test's own goroutine, as t.Fatal requires.
 package redistest
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -29,6 +42,24 @@ import (
 type Options struct {
 	// Config holds extra redis.conf lines, such as "maxmemory 2mb".
 	Config []string
+
+	// TLS, when set, makes the server speak TLS only: "port 0" and a
+	// tls-port with the CA's server certificate (valid for 127.0.0.1 and
+	// localhost); clients are not asked for certificates
+	// ("tls-auth-clients no"). Addr and TLSAddr are then that TLS port.
+	TLS *CA
+
+	// ACLFile, when not empty, is the content of an ACL file ("user alice
+	// on >secret ~* +@all", one user a line) that the server loads with
+	// "aclfile".
+	ACLFile string
+
+	// Password, when not empty, is the default user's password: "requirepass"
+	// or, when ACLFile is set, a "user default on >Password ~* &* +@all"
+	// line added to that file (an ACLFile that defines the default user
+	// itself and a Password conflict: Start fails the test). Client and the
+	// readiness probe authenticate with it.
+	Password string
 }
 
 // Server is one redis-server process.
@@ -37,10 +68,18 @@ type Server struct {
 	bin  string
 	dir  string
 	conf string
-	// Addr is host:port of the server on loopback.
+	// Addr is host:port of the server on loopback: the TLS port when the
+	// server was started with Options.TLS (it then has no plain port).
 	Addr string
 	// Port is the TCP port.
 	Port int
+	// TLSAddr is Addr when the server was started with Options.TLS, and
+	// empty otherwise.
+	TLSAddr string
+
+	ca       *CA      // Options.TLS
+	password string   // Options.Password
+	args     []string // extra command-line arguments after the config file
 
 	mu  sync.Mutex // guards cmd and log
 	cmd *exec.Cmd
@@ -72,7 +111,10 @@ func Start(tb testing.TB, opts Options) *Server {
 		"appendonly no",
 		"protected-mode no",
 		"logfile " + filepath.Join(s.dir, "redis.log"),
+		// A replica's first sync starts at once, not after 5s.
+		"repl-diskless-sync-delay 0",
 	}
+	lines = append(lines, s.secureConfig(opts)...)
 	lines = append(lines, opts.Config...)
 	s.conf = filepath.Join(s.dir, "redis.conf")
 	if err := os.WriteFile(s.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
@@ -85,7 +127,7 @@ func Start(tb testing.TB, opts Options) *Server {
 
 func (s *Server) start() {
 	s.tb.Helper()
-	cmd := exec.Command(s.bin, s.conf)
+	cmd := exec.Command(s.bin, append([]string{s.conf}, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("redistest: start redis-server: %v", err)
 	}
@@ -93,7 +135,7 @@ func (s *Server) start() {
 	s.cmd = cmd
 	s.mu.Unlock()
 	go func() { _ = cmd.Wait() }()
-	if err := WaitReady(s.Addr, 10*time.Second); err != nil {
+	if err := s.waitReady(10 * time.Second); err != nil {
 		s.tb.Fatalf("redistest: redis-server on %s: %v\n%s", s.Addr, err, s.Log())
 	}
 }
@@ -107,12 +149,37 @@ func (s *Server) Log() string {
 // Dir returns the server's working directory.
 func (s *Server) Dir() string { return s.dir }
 
-// Client returns a go-redis client for the server, closed at cleanup.
+// Client returns a go-redis client for the server, closed at cleanup. It
+// uses TLS and the default user's password when the server was started
+// with them.
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	return s.ClientWith(tb, &redis.Options{Password: s.password})
+}
+
+// ClientWith returns a go-redis client with opts, closed at cleanup. It
+// fills opts.Addr with the server's address and, when the server speaks TLS
+// and opts.TLSConfig is nil, sets a TLS configuration that trusts the
+// server's CA. Credentials are left as given, so opts can name any user;
+// opts is modified.
+func (s *Server) ClientWith(tb testing.TB, opts *redis.Options) *redis.Client {
+	tb.Helper()
+	opts.Addr = s.Addr
+	if s.ca != nil && opts.TLSConfig == nil {
+		opts.TLSConfig = s.ca.ClientConfig()
+	}
+	c := redis.NewClient(opts)
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// tlsConfig returns the client TLS configuration for the server, or nil
+// when it speaks plain TCP.
+func (s *Server) tlsConfig() *tls.Config {
+	if s.ca == nil {
+		return nil
+	}
+	return s.ca.ClientConfig()
 }
 
 func (s *Server) signal(sig syscall.Signal) {
@@ -159,13 +226,28 @@ func FreePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// WaitReady polls addr with PING until it answers PONG or timeout passes.
-// Polling is the only way to learn that another process is ready.
+// WaitReady polls addr with PING until it answers PONG (or refuses it with
+// NOAUTH or NOPERM: the server is up, the caller lacks credentials) or
+// timeout passes. Polling is the only way to learn that another process is
+// ready.
 func WaitReady(addr string, timeout time.Duration) error {
+	return waitPing(addr, nil, "", timeout)
+}
+
+// WaitReadyTLS is WaitReady over TLS with cfg.
+func WaitReadyTLS(addr string, cfg *tls.Config, timeout time.Duration) error {
+	return waitPing(addr, cfg, "", timeout)
+}
+
+func (s *Server) waitReady(timeout time.Duration) error {
+	return waitPing(s.Addr, s.tlsConfig(), s.password, timeout)
+}
+
+func waitPing(addr string, cfg *tls.Config, password string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		last = ping(addr)
+		last = ping(addr, cfg, password)
 		if last == nil {
 			return nil
 		}
@@ -174,27 +256,58 @@ func WaitReady(addr string, timeout time.Duration) error {
 	return fmt.Errorf("not ready after %v: %w", timeout, last)
 }
 
-func ping(addr string) error {
+// ping sends PING (after AUTH when password is set) on a new connection,
+// over TLS when cfg is not nil. A server that refuses PING for want of
+// authentication (NOAUTH, NOPERM) is up, so that counts as ready too.
+func ping(addr string, cfg *tls.Config, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if cfg != nil {
+		d := tls.Dialer{Config: cfg}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	r := bufio.NewReader(conn)
+	if password != "" {
+		if _, err := conn.Write(respCommand("AUTH", password)); err != nil {
+			return err
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return err
+		}
+	}
+	if _, err := conn.Write(respCommand("PING")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	switch {
+	case strings.HasPrefix(line, "+PONG"),
+		strings.HasPrefix(line, "-NOAUTH"),
+		strings.HasPrefix(line, "-NOPERM"):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+}
+
+// respCommand encodes args as a RESP array of bulk strings.
+func respCommand(args ...string) []byte {
+	b := []byte("*" + strconv.Itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b = append(b, "$"+strconv.Itoa(len(a))+"\r\n"+a+"\r\n"...)
+	}
+	return b
 }
 
 func waitClosed(addr string, timeout time.Duration) {

@@ -1,0 +1,7 @@
+package redistest
+
+import "testing"
+
+func TestMain(m *testing.M) {
+	VerifyTestMain(m)
+}
