@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
@@ -18,7 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	redistest.VerifyTestMain(m)
 }
 
 // env is one redis-server and one backend shared by several replicas.
@@ -48,6 +47,7 @@ type observer struct {
 	mu      sync.Mutex
 	syncs   int                  // EventSynced seen
 	synced  chan struct{}        // closed and replaced at every EventSynced
+	lost    chan struct{}        // closed at the next EventLost, if armed
 	seen    map[string]time.Time // session or user id -> first application
 	waiters map[string][]chan struct{}
 }
