@@ -1,0 +1,624 @@
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// DefaultHeartbeatInterval is the default SubscriberOptions.HeartbeatInterval.
+const DefaultHeartbeatInterval = 500 * time.Millisecond
+
+// Reasons carried by Event.Reason.
+const (
+	// ReasonStart: the first sync of a Run. There is no earlier position
+	// to replay from, so it asks to drop every active L1 entry.
+	ReasonStart = "start"
+	// ReasonReconnect: the subscriber connection broke (an error from the
+	// connection, or go-redis replaced it by itself).
+	ReasonReconnect = "reconnect"
+	// ReasonHeartbeat: a probe was not answered within HeartbeatTimeout.
+	ReasonHeartbeat = "heartbeat"
+	// ReasonGap: a message skipped sequence numbers, or its stripe's
+	// counter started again.
+	ReasonGap = "gap"
+	// ReasonError: a Redis call failed while subscribing or syncing.
+	ReasonError = "error"
+)
+
+const (
+	// idleWait bounds one receive when no heartbeat is due. Cancelling
+	// Run's context does not wait for it: it closes the connection.
+	idleWait = time.Minute
+	// minBackoff and maxBackoff bound the wait between failed attempts to
+	// subscribe and sync.
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = time.Second
+	// probePrefix starts the payload of every heartbeat PING.
+	probePrefix = "rediscache-heartbeat-"
+)
+
+// SubscriberOptions configures a Subscriber. Zero fields mean the
+// documented defaults.
+type SubscriberOptions struct {
+	// OnInvalidation receives every invalidation: the ones that arrive on
+	// the channel, in arrival order, and the ones replayed from the log, in
+	// sequence order. It is called from Run's goroutine, one call at a
+	// time, and must not block long: while it runs, nothing is received
+	// and heartbeats are not answered. Required.
+	OnInvalidation func(session.Invalidation)
+	// OnEvent receives the Lost and Synced events, from Run's goroutine,
+	// in order with the OnInvalidation calls. Optional.
+	OnEvent func(Event)
+	// HeartbeatInterval is the time between two heartbeat probes on the
+	// subscriber connection. Default DefaultHeartbeatInterval. A negative
+	// value turns the heartbeat off, and with it the only way to notice a
+	// connection that stays open but carries nothing (a network
+	// blackhole): go-redis alone does not notice one. Use it only in tests.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a probe may stay unanswered before the
+	// connection is declared dead. Default 3 × HeartbeatInterval. It must
+	// be 0 when the heartbeat is off.
+	HeartbeatTimeout time.Duration
+	// Name is the connection name set with CLIENT SETNAME on every
+	// subscriber connection before it subscribes, shown by
+	// `CLIENT LIST TYPE pubsub`. Run replaces every lost connection with a
+	// new one of its own instead of keeping the one go-redis reconnects
+	// silently, so the name survives reconnects. If Redis refuses the
+	// command (an ACL without CLIENT), Run logs it and goes on unnamed. It
+	// must consist of the bytes '!' to '~'. Default "": the connection
+	// keeps the client's own name (redis.Options.ClientName), if any.
+	Name string
+	// Logger receives losses, syncs and dropped messages. It never gets
+	// a message's contents or a full session id. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *SubscriberOptions) setDefaults() error {
+	if o.OnInvalidation == nil {
+		return errors.New("rediscache: SubscriberOptions.OnInvalidation is nil")
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	switch {
+	case o.HeartbeatInterval < 0 && o.HeartbeatTimeout != 0:
+		return fmt.Errorf("rediscache: HeartbeatTimeout %v is set but the heartbeat is off", o.HeartbeatTimeout)
+	case o.HeartbeatTimeout < 0:
+		return fmt.Errorf("rediscache: negative HeartbeatTimeout %v", o.HeartbeatTimeout)
+	case o.HeartbeatInterval > 0 && o.HeartbeatTimeout == 0:
+		o.HeartbeatTimeout = 3 * o.HeartbeatInterval
+	}
+	for i := 0; i < len(o.Name); i++ {
+		if c := o.Name[i]; c < '!' || c > '~' {
+			return fmt.Errorf("rediscache: subscriber Name has a disallowed byte 0x%02x at offset %d", c, i)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// EventKind tells a lost channel from a synced one.
+type EventKind int
+
+const (
+	// EventLost: invalidations may be missed from now on. The receiver
+	// must stop trusting "active" L1 entries until the next EventSynced.
+	EventLost EventKind = iota + 1
+	// EventSynced: the subscription is confirmed and everything missed
+	// since the last position was replayed, or DropActive is set.
+	EventSynced
+)
+
+// String returns "lost" or "synced".
+func (k EventKind) String() string {
+	switch k {
+	case EventLost:
+		return "lost"
+	case EventSynced:
+		return "synced"
+	default:
+		return "EventKind(" + strconv.Itoa(int(k)) + ")"
+	}
+}
+
+// Event reports a change of the channel's health to SubscriberOptions.OnEvent.
+type Event struct {
+	// Kind is EventLost or EventSynced.
+	Kind EventKind
+	// Reason is one of the Reason constants: what caused the loss, or, for
+	// EventSynced, the loss the sync recovers from ("start" for the first).
+	Reason string
+	// Replayed counts the invalidations replayed from the log during this
+	// sync (EventSynced only).
+	Replayed int
+	// DropActive is set on an EventSynced when replay was impossible (the
+	// first sync of a Run, a log trimmed past the last position, a counter
+	// that went back or started again): the receiver must drop every
+	// active L1 entry.
+	DropActive bool
+	// At is when the event was emitted.
+	At time.Time
+}
+
+// SubscriberStats counts what a Subscriber saw since NewSubscriber, over all
+// its Runs. The counters only grow.
+type SubscriberStats struct {
+	// Received counts messages received on the channel, malformed or not.
+	Received uint64
+	// Malformed counts messages dropped because session.ParseInvalidation
+	// rejected them or their stripe does not exist.
+	Malformed uint64
+	// Gaps counts sequence anomalies seen in messages: skipped numbers and
+	// counters that started again.
+	Gaps uint64
+	// Resyncs counts EventSynced events other than the first of each Run.
+	Resyncs uint64
+	// Replayed counts invalidations replayed from the log.
+	Replayed uint64
+	// DropActive counts EventSynced events with DropActive set.
+	DropActive uint64
+	// HeartbeatsSent counts heartbeat probes sent.
+	HeartbeatsSent uint64
+	// HeartbeatFailures counts probes not answered in time.
+	HeartbeatFailures uint64
+	// LastMessageUnixMs is when the last message was received on the
+	// channel, in Unix milliseconds; 0 if none was.
+	LastMessageUnixMs int64
+	// Subscribed reports whether the last event was an EventSynced and Run
+	// is still running.
+	Subscribed bool
+}
+
+// Subscriber keeps an L1 in step with the invalidation channel. Its Run
+// subscribes, receives invalidations and passes them to
+// SubscriberOptions.OnInvalidation, and notices every way a message can be
+// missed:
+//
+//   - a broken connection: go-redis reconnects and resubscribes silently,
+//     but Run sees the receive error (or a second subscription
+//     confirmation), closes that connection and opens one of its own;
+//   - a connection that stays open but carries nothing (a blackhole): a
+//     heartbeat PING with a fresh payload must come back as a PONG with
+//     that payload within HeartbeatTimeout, or the connection is closed and
+//     replaced. Such a loss is noticed within HeartbeatInterval +
+//     HeartbeatTimeout;
+//   - a gap in a stripe's sequence numbers, or a message numbered at or
+//     below the position but newer than the message that took the
+//     position's number (the counter started again).
+//
+// Each of these is reported as an EventLost. A new connection must be
+// confirmed within max(HeartbeatTimeout, 4 × Options.CallTimeout); give the
+// client ContextTimeoutEnabled, or its handshake may take up to its
+// ReadTimeout instead. Every subscription confirmation (or, for a gap, the
+// message itself) starts a sync before anything else received is passed
+// on: each stripe's counter is read, and the invalidations numbered after
+// the stripe's position up to the counter are replayed from the stripe's
+// log (session_invalidation:log) in sequence order. When the log no longer
+// holds all of them, or the counter went back or started again, the
+// EventSynced that follows carries DropActive. A failed Redis call during
+// a sync is a loss like the others.
+//
+// A counter that starts again and passes the position while the
+// subscriber is away is caught when the log entry at the position is
+// still there (its at_ms differs from the one seen); when the log lost it
+// too, the gap goes unnoticed. Run reacts to the channel only: the L1's own
+// TTL stays the last bound on staleness.
+//
+// Run owns its connection and every goroutine it starts. Stats is safe for
+// concurrent use; Run must not run twice at the same time.
+type Subscriber struct {
+	c    *Cache
+	opts SubscriberOptions
+	// setup bounds the time from creating a connection to its
+	// subscription confirmation.
+	setup   time.Duration
+	running atomic.Bool
+	st      subscriberCounters
+
+	// testHookLost, when a test sets it before Run, runs on Run's
+	// goroutine after a loss was reported and its connection closed, before
+	// the next subscription.
+	testHookLost func(reason string)
+}
+
+// subscriberCounters holds the atomics behind SubscriberStats.
+type subscriberCounters struct {
+	received, malformed, gaps, resyncs, replayed, dropActive atomic.Uint64
+	heartbeatsSent, heartbeatFailures                        atomic.Uint64
+	lastMessageUnixMs                                        atomic.Int64
+	subscribed                                               atomic.Bool
+}
+
+// NewSubscriber returns a Subscriber of the Cache's channel, which uses the
+// Cache's client for the subscription and for reading counters and logs.
+// Run starts it.
+func (c *Cache) NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Subscriber{c: c, opts: opts, setup: max(opts.HeartbeatTimeout, 4*c.opts.CallTimeout)}, nil
+}
+
+// Stats returns the counters. It is cheap and safe for concurrent use.
+func (s *Subscriber) Stats() SubscriberStats {
+	return SubscriberStats{
+		Received:          s.st.received.Load(),
+		Malformed:         s.st.malformed.Load(),
+		Gaps:              s.st.gaps.Load(),
+		Resyncs:           s.st.resyncs.Load(),
+		Replayed:          s.st.replayed.Load(),
+		DropActive:        s.st.dropActive.Load(),
+		HeartbeatsSent:    s.st.heartbeatsSent.Load(),
+		HeartbeatFailures: s.st.heartbeatFailures.Load(),
+		LastMessageUnixMs: s.st.lastMessageUnixMs.Load(),
+		Subscribed:        s.st.subscribed.Load(),
+	}
+}
+
+// Run subscribes and passes invalidations and events to the callbacks
+// until ctx ends, then closes its connection and returns ctx.Err(); it
+// returns promptly, since cancelling ctx closes the connection. Failures do
+// not end it: each one is an EventLost followed by a new connection, at
+// once after a connection that had been synced for a second or more, else
+// after a pause growing from 50 ms to 1 s. It returns an error at once only
+// if it is already running.
+func (s *Subscriber) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("rediscache: Subscriber.Run is already running")
+	}
+	defer s.running.Store(false)
+	defer s.st.subscribed.Store(false)
+
+	n := s.c.layout.Stripes()
+	r := &runState{s: s, last: make([]uint64, n), lastAt: make([]int64, n)}
+	reason := ReasonStart
+	var delay time.Duration
+	for {
+		lost, syncedAt := r.connect(ctx, reason)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.testHookLost != nil {
+			s.testHookLost(lost)
+		}
+		if r.based {
+			reason = lost
+		}
+		if !syncedAt.IsZero() && time.Since(syncedAt) >= maxBackoff {
+			delay = 0
+		} else {
+			delay = min(max(2*delay, minBackoff), maxBackoff)
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// runState is what one Run knows. Only Run's goroutine uses it.
+type runState struct {
+	s *Subscriber
+	// based reports that last holds positions: the first sync is done.
+	based bool
+	// last[k] is the highest sequence number of stripe k applied or
+	// replayed; lastAt[k] is its at_ms, or 0 if unknown.
+	last   []uint64
+	lastAt []int64
+	// pendingDrop records that a sync found invalidations it cannot
+	// replay but failed before it could report DropActive.
+	pendingDrop bool
+
+	// probe is the payload of the unanswered heartbeat, "" if none;
+	// probeSent is when it was sent.
+	probe     string
+	probeSent time.Time
+	probeSeq  uint64
+	nextProbe time.Time
+
+	// malformedLogged is when a malformed message was last logged;
+	// malformedQuiet counts those dropped without a log line since.
+	malformedLogged time.Time
+	malformedQuiet  uint64
+}
+
+// connect runs one subscriber connection until it is lost or ctx ends. It
+// reports the loss (EventLost), closes the connection and returns the
+// reason, with the time of the connection's first sync (zero if none).
+func (r *runState) connect(ctx context.Context, reason string) (lost string, syncedAt time.Time) {
+	ps := r.s.c.rdb.Subscribe(ctx) // no channel yet: no I/O
+	closed := make(chan struct{})
+	// Cancelling ctx closes the connection, which ends a blocked receive.
+	stop := context.AfterFunc(ctx, func() {
+		_ = ps.Close()
+		close(closed)
+	})
+	defer func() {
+		if stop() {
+			_ = ps.Close()
+		} else {
+			<-closed
+		}
+	}()
+	lost, err := r.serve(ctx, ps, reason, &syncedAt)
+	if ctx.Err() == nil {
+		r.lose(lost, err)
+	}
+	return lost, syncedAt
+}
+
+// serve subscribes on ps and receives until the connection is lost,
+// returning the reason and the error that revealed the loss.
+func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, syncedAt *time.Time) (string, error) {
+	s := r.s
+	channel := s.c.layout.Channel()
+	deadline := time.Now().Add(s.setup)
+	if err := r.subscribe(ctx, ps, deadline); err != nil {
+		return ReasonError, err
+	}
+	confirmed := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, r.wait(time.Now(), confirmed, deadline))
+		if err != nil && !isTimeout(err) {
+			// go-redis reconnects by itself after this error; the
+			// caller closes that connection and starts its own.
+			if confirmed {
+				return ReasonReconnect, fmt.Errorf("rediscache: receive: %w", err)
+			}
+			return ReasonError, fmt.Errorf("rediscache: receive the subscription confirmation: %w", err)
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			if m.Channel == channel {
+				if err := r.handle(ctx, m.Payload); err != nil {
+					return ReasonError, err
+				}
+			}
+		case *redis.Subscription:
+			if m.Channel != channel {
+				break
+			}
+			if m.Kind != "subscribe" {
+				return ReasonError, fmt.Errorf("rediscache: unexpected %q of the invalidation channel", m.Kind)
+			}
+			if confirmed {
+				// A second confirmation: go-redis replaced the
+				// connection without returning an error. Replace it
+				// with one of ours, named and synced like any other.
+				return ReasonReconnect, errors.New("rediscache: subscription confirmed again: go-redis replaced the connection")
+			}
+			confirmed = true
+			if err := r.sync(ctx, reason); err != nil {
+				return ReasonError, err
+			}
+			now := time.Now()
+			if syncedAt.IsZero() {
+				*syncedAt = now
+			}
+			r.probe, r.nextProbe = "", now.Add(s.opts.HeartbeatInterval)
+		case *redis.Pong:
+			if r.probe != "" && m.Payload == r.probe {
+				r.probe = ""
+			}
+		}
+		if lost, err := r.tick(ctx, ps, time.Now(), confirmed, deadline); err != nil {
+			return lost, err
+		}
+	}
+}
+
+// subscribe names the connection and sends SUBSCRIBE; the confirmation
+// arrives through ReceiveTimeout.
+func (r *runState) subscribe(ctx context.Context, ps *redis.PubSub, deadline time.Time) error {
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if name := r.s.opts.Name; name != "" {
+		// CLIENT SETNAME goes first, on the connection it creates, so that
+		// the name is there before the connection subscribes. Its reply
+		// comes back through the receive path, as a *redis.Pong "OK".
+		if err := ps.ClientSetName(sctx, name); err != nil {
+			return fmt.Errorf("rediscache: connect the subscriber: %w", err)
+		}
+		reply, err := ps.ReceiveTimeout(sctx, max(time.Until(deadline), time.Millisecond))
+		var rerr redis.Error
+		switch {
+		case errors.As(err, &rerr):
+			r.s.opts.Logger.Warn("rediscache: CLIENT SETNAME refused; the subscriber connection stays unnamed", "err", err)
+		case err != nil:
+			return fmt.Errorf("rediscache: name the subscriber connection: %w", err)
+		default:
+			if p, ok := reply.(*redis.Pong); !ok || p.Payload != "OK" {
+				return fmt.Errorf("rediscache: unexpected reply %T to CLIENT SETNAME", reply)
+			}
+		}
+	}
+	if err := ps.Subscribe(sctx, r.s.c.layout.Channel()); err != nil {
+		return fmt.Errorf("rediscache: subscribe: %w", err)
+	}
+	return nil
+}
+
+// wait returns how long the next receive may block: until the
+// confirmation is overdue, the next probe is due or the unanswered one is
+// overdue.
+func (r *runState) wait(now time.Time, confirmed bool, deadline time.Time) time.Duration {
+	var until time.Time
+	switch {
+	case !confirmed:
+		until = deadline
+	case r.s.opts.HeartbeatInterval < 0:
+		return idleWait
+	case r.probe != "":
+		until = r.probeSent.Add(r.s.opts.HeartbeatTimeout)
+	default:
+		until = r.nextProbe
+	}
+	// A receive timeout of 0 would mean no timeout at all.
+	return max(until.Sub(now), time.Millisecond)
+}
+
+// tick enforces the confirmation deadline and runs the heartbeat: it
+// declares the connection dead when the probe is overdue and sends the
+// next probe when one is due.
+func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, confirmed bool, deadline time.Time) (string, error) {
+	s := r.s
+	switch {
+	case !confirmed:
+		if !now.Before(deadline) {
+			return ReasonError, fmt.Errorf("rediscache: subscription not confirmed within %v", s.setup)
+		}
+		return "", nil
+	case s.opts.HeartbeatInterval < 0:
+		return "", nil
+	case r.probe != "":
+		if now.Sub(r.probeSent) >= s.opts.HeartbeatTimeout {
+			s.st.heartbeatFailures.Add(1)
+			return ReasonHeartbeat, fmt.Errorf("rediscache: heartbeat not answered within %v", s.opts.HeartbeatTimeout)
+		}
+		return "", nil
+	case now.Before(r.nextProbe):
+		return "", nil
+	}
+	r.probeSeq++
+	r.probe = probePrefix + strconv.FormatUint(r.probeSeq, 10)
+	r.probeSent, r.nextProbe = now, now.Add(s.opts.HeartbeatInterval)
+	pctx, cancel := context.WithTimeout(ctx, s.opts.HeartbeatTimeout)
+	err := ps.Ping(pctx, r.probe)
+	cancel()
+	if err != nil {
+		return ReasonReconnect, fmt.Errorf("rediscache: send a heartbeat: %w", err)
+	}
+	s.st.heartbeatsSent.Add(1)
+	return "", nil
+}
+
+// handle processes one message of the channel.
+func (r *runState) handle(ctx context.Context, payload string) error {
+	s := r.s
+	s.st.received.Add(1)
+	s.st.lastMessageUnixMs.Store(time.Now().UnixMilli())
+	m, err := session.ParseInvalidation([]byte(payload))
+	if err != nil || m.Stripe >= len(r.last) {
+		r.malformed(len(payload))
+		return nil
+	}
+	k := m.Stripe
+	switch {
+	case m.Seq == 0: // hand-typed: no position
+	case m.Seq == r.last[k]+1:
+		r.last[k], r.lastAt[k] = m.Seq, m.AtMS
+	case m.Seq > r.last[k]:
+		return r.gap(ctx, m)
+	case r.lastAt[k] > 0 && m.AtMS > r.lastAt[k]:
+		// Not a duplicate: it is newer than the message that took
+		// the number last[k], so the counter started again.
+		return r.restarted(m)
+	}
+	// A duplicate (already replayed) is applied again: it only revokes.
+	s.opts.OnInvalidation(m)
+	return nil
+}
+
+// gap replays what m's stripe missed before m, then applies m.
+func (r *runState) gap(ctx context.Context, m session.Invalidation) error {
+	s, k := r.s, m.Stripe
+	s.st.gaps.Add(1)
+	s.opts.Logger.Warn("rediscache: gap in the invalidation sequence", "stripe", k, "last", r.last[k], "seq", m.Seq)
+	r.emit(Event{Kind: EventLost, Reason: ReasonGap})
+	start := time.Now()
+	n, complete, err := r.replay(ctx, k, r.last[k], r.lastAt[k], m.Seq-1)
+	if r.probe != "" {
+		// The replay kept us from reading the probe's answer.
+		r.probeSent = r.probeSent.Add(time.Since(start))
+	}
+	if err != nil {
+		// Applying a revocation early is always safe; the positions
+		// stay, so the next sync replays the gap.
+		s.opts.OnInvalidation(m)
+		return err
+	}
+	r.last[k], r.lastAt[k] = m.Seq, m.AtMS
+	r.synced(ReasonGap, n, !complete)
+	s.opts.OnInvalidation(m)
+	return nil
+}
+
+// restarted handles m, whose stripe's counter started again: what the new
+// counter numbered before m cannot be told apart from the old entries, so
+// the sync drops the active entries.
+func (r *runState) restarted(m session.Invalidation) error {
+	s, k := r.s, m.Stripe
+	s.st.gaps.Add(1)
+	s.opts.Logger.Warn("rediscache: invalidation counter started again", "stripe", k, "last", r.last[k], "seq", m.Seq)
+	r.emit(Event{Kind: EventLost, Reason: ReasonGap})
+	r.last[k], r.lastAt[k] = m.Seq, m.AtMS
+	r.synced(ReasonGap, 0, true)
+	s.opts.OnInvalidation(m)
+	return nil
+}
+
+// malformed counts and logs a dropped message, at most one line a second.
+func (r *runState) malformed(size int) {
+	r.s.st.malformed.Add(1)
+	now := time.Now()
+	if now.Sub(r.malformedLogged) < time.Second {
+		r.malformedQuiet++
+		return
+	}
+	r.s.opts.Logger.Warn("rediscache: dropped a malformed invalidation message",
+		"bytes", size, "dropped_without_log", r.malformedQuiet)
+	r.malformedLogged, r.malformedQuiet = now, 0
+}
+
+// lose reports a loss.
+func (r *runState) lose(reason string, err error) {
+	r.s.opts.Logger.Warn("rediscache: invalidation channel lost", "reason", reason, "err", err)
+	r.emit(Event{Kind: EventLost, Reason: reason})
+}
+
+// synced reports a sync, with DropActive if this or an earlier failed sync
+// could not replay everything.
+func (r *runState) synced(reason string, replayed int, drop bool) {
+	drop = drop || r.pendingDrop
+	r.pendingDrop = false
+	if reason != ReasonStart {
+		r.s.st.resyncs.Add(1)
+	}
+	if drop {
+		r.s.st.dropActive.Add(1)
+	}
+	r.s.opts.Logger.Info("rediscache: invalidation channel synced", "reason", reason, "replayed", replayed, "drop_active", drop)
+	r.emit(Event{Kind: EventSynced, Reason: reason, Replayed: replayed, DropActive: drop})
+}
+
+func (r *runState) emit(ev Event) {
+	ev.At = time.Now()
+	r.s.st.subscribed.Store(ev.Kind == EventSynced)
+	if r.s.opts.OnEvent != nil {
+		r.s.opts.OnEvent(ev)
+	}
+}
+
+// isTimeout reports whether err is the expiry of a receive timeout, which
+// leaves the connection usable.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
