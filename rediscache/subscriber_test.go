@@ -2,11 +2,13 @@ package rediscache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -336,6 +338,104 @@ func TestSubscriberReconnectReplaysMissed(t *testing.T) {
 	if st := h.sub.Stats(); st.Replayed != 1 || st.Resyncs != 1 || st.DropActive != 1 || st.Gaps != 0 {
 		t.Errorf("Stats() = %+v, want Replayed 1, Resyncs 1, DropActive 1 (the start), Gaps 0", st)
 	}
+}
+
+// TestSubscriberReplaysScriptRevocations checks the subscriber against the
+// revocation scripts themselves: their messages arrive unchanged, and the
+// log entries they write replay to the same invalidations.
+func TestSubscriberReplaysScriptRevocations(t *testing.T) {
+	for _, stripes := range []int{1, 4} {
+		t.Run(fmt.Sprintf("stripes=%d", stripes), func(t *testing.T) {
+			srv := redistest.Start(t, redistest.Options{})
+			rdb := srv.Client(t)
+			c := subCache(t, rdb, Options{Stripes: stripes})
+			ctx := context.Background()
+			var missed []session.Invalidation
+			hook := oneShot(func(string) {
+				for _, id := range []string{"dev-x", "dev-y", "dev-z"} {
+					m, err := c.RevokeSession(ctx, id)
+					if err != nil {
+						t.Errorf("RevokeSession: %v", err)
+					}
+					missed = append(missed, m)
+				}
+				m, _, err := c.RevokeUser(ctx, "user-w")
+				if err != nil {
+					t.Errorf("RevokeUser: %v", err)
+				}
+				missed = append(missed, m)
+			})
+			h := startSubscriber(t, c, SubscriberOptions{}, hook)
+			h.expectEvent(t, EventSynced, ReasonStart)
+			live, err := c.RevokeSession(ctx, "dev-live")
+			if err != nil {
+				t.Fatalf("RevokeSession: %v", err)
+			}
+			h.expectInvalidation(t, live)
+
+			if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+			}
+			h.expectEvent(t, EventLost, ReasonReconnect)
+			ev, invs := h.untilSynced(t)
+			if ev.DropActive || ev.Replayed != len(missed) {
+				t.Fatalf("resync = %+v, want %d replayed and no DropActive", ev, len(missed))
+			}
+			// Replay goes stripe by stripe, each in sequence order.
+			byOrder := func(a, b session.Invalidation) int {
+				return cmp.Or(cmp.Compare(a.Stripe, b.Stripe), cmp.Compare(a.Seq, b.Seq))
+			}
+			slices.SortFunc(missed, byOrder)
+			if !slices.Equal(invs, missed) {
+				t.Errorf("replayed %+v, want %+v", invs, missed)
+			}
+		})
+	}
+}
+
+func TestSubscriberOnCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
+	rdb := cluster.Client(t)
+	c := subCache(t, rdb, Options{Stripes: 12})
+	ctx := context.Background()
+	ids := []string{"dev-a", "dev-b", "dev-c", "dev-d", "dev-e", "dev-f"}
+	var missed []session.Invalidation
+	hook := oneShot(func(string) {
+		for _, id := range ids {
+			m, err := c.RevokeSession(ctx, id)
+			if err != nil {
+				t.Errorf("RevokeSession: %v", err)
+			}
+			missed = append(missed, m)
+		}
+	})
+	h := startSubscriber(t, c, SubscriberOptions{Name: "gw-cluster"}, hook)
+	h.expectEvent(t, EventSynced, ReasonStart)
+	live, err := c.RevokeSession(ctx, "dev-live")
+	if err != nil {
+		t.Fatalf("RevokeSession: %v", err)
+	}
+	h.expectInvalidation(t, live)
+
+	// The subscriber is connected to one of the nodes.
+	if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+	}); err != nil {
+		t.Fatalf("CLIENT KILL TYPE pubsub on every node: %v", err)
+	}
+	h.expectEvent(t, EventLost, ReasonReconnect)
+	ev, invs := h.untilSynced(t)
+	slices.SortFunc(missed, func(a, b session.Invalidation) int {
+		return cmp.Or(cmp.Compare(a.Stripe, b.Stripe), cmp.Compare(a.Seq, b.Seq))
+	})
+	if ev.DropActive || ev.Replayed != len(missed) || !slices.Equal(invs, missed) {
+		t.Fatalf("resync = %+v after %+v, want %+v replayed and no DropActive", ev, invs, missed)
+	}
+	stripes := map[int]bool{}
+	for _, m := range missed {
+		stripes[m.Stripe] = true
+	}
+	t.Logf("replayed %d invalidations from %d stripes", len(missed), len(stripes))
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
