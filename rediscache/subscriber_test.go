@@ -728,8 +728,11 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 			}
 			h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: interval, HeartbeatTimeout: timeout}, hook)
 			h.expectEvent(t, EventSynced, ReasonStart)
-			// A healthy connection answers every probe.
-			h.expectQuiet(t, 6*interval)
+			// A healthy connection answers every probe. Waiting 6.5
+			// intervals starts the blackhole half-way between two probes,
+			// so detection takes about interval/2 + timeout (at most
+			// interval + timeout).
+			h.expectQuiet(t, 6*interval+interval/2)
 			if st := h.sub.Stats(); st.HeartbeatsSent < 3 || st.HeartbeatFailures != 0 {
 				t.Fatalf("Stats() on a healthy connection = %+v, want ≥ 3 probes sent and no failure", st)
 			}
