@@ -249,6 +249,30 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 // Window returns the accepted clock difference.
 func (v *Verifier) Window() time.Duration { return v.window }
 
+// Precheck runs the checks that need no public key, header format
+// (ErrMalformed) and timestamp window (ErrStale), so that a caller can
+// refuse junk before it looks the session up. Verify repeats them. Precheck
+// counts nothing in Stats.
+func (v *Verifier) Precheck(tsHeader, sigHeader string, now time.Time) error {
+	_, _, err := v.checkHeaders(tsHeader, sigHeader, now)
+	return err
+}
+
+func (v *Verifier) checkHeaders(tsHeader, sigHeader string, now time.Time) (time.Time, []byte, error) {
+	ts, err := ParseTimestamp(tsHeader)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	sig, err := ParseSignature(sigHeader)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	if d := now.Sub(ts); d > v.window || d < -v.window {
+		return time.Time{}, nil, fmt.Errorf("%w: %v from the server's clock, more than %v", ErrStale, d.Round(time.Millisecond), v.window)
+	}
+	return ts, sig, nil
+}
+
 // Verify checks a request signed by the scheme: pubKeyB64 is the session's
 // public key (standard base64 of 32 bytes), method and path the request's
 // method and target as received (path and raw query), tsHeader and sigHeader
@@ -260,19 +284,14 @@ func (v *Verifier) Window() time.Duration { return v.window }
 // (ErrBadSignature), and finally replay (ErrReplay): only a valid signature
 // is remembered, so forged requests cannot flush the replay cache.
 func (v *Verifier) Verify(pubKeyB64, method, path, tsHeader, sigHeader string, body []byte, now time.Time) error {
-	ts, err := ParseTimestamp(tsHeader)
-	if err != nil {
-		v.malformed.Add(1)
-		return err
-	}
-	sig, err := ParseSignature(sigHeader)
-	if err != nil {
-		v.malformed.Add(1)
-		return err
-	}
-	if d := now.Sub(ts); d > v.window || d < -v.window {
+	ts, sig, err := v.checkHeaders(tsHeader, sigHeader, now)
+	switch {
+	case errors.Is(err, ErrStale):
 		v.stale.Add(1)
-		return fmt.Errorf("%w: %v from the server's clock, more than %v", ErrStale, d.Round(time.Millisecond), v.window)
+		return err
+	case err != nil:
+		v.malformed.Add(1)
+		return err
 	}
 	pub, err := v.publicKey(pubKeyB64)
 	if err != nil {

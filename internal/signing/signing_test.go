@@ -230,6 +230,32 @@ func TestConcurrentReplayAcceptsOnce(t *testing.T) {
 	}
 }
 
+func TestPrecheck(t *testing.T) {
+	_, priv := newKey(t, 1)
+	v := newVerifier(t, signing.VerifierOptions{})
+	ts := signing.FormatTimestamp(t0)
+	sig := signing.Sign(priv, "GET", "/", t0, nil)
+	tests := []struct {
+		name, ts, sig string
+		now           time.Time
+		want          error
+	}{
+		{"good", ts, sig, t0, nil},
+		{"forged but well formed", ts, signing.Sign(priv, "GET", "/other", t0, nil), t0, nil},
+		{"stale", ts, sig, t0.Add(time.Hour), signing.ErrStale},
+		{"malformed timestamp", "x", sig, t0, signing.ErrMalformed},
+		{"malformed signature", ts, "x", t0, signing.ErrMalformed},
+	}
+	for _, tt := range tests {
+		if err := v.Precheck(tt.ts, tt.sig, tt.now); !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+			t.Errorf("Precheck(%s) = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if st := v.Stats(); st != (signing.Stats{}) {
+		t.Errorf("Stats() after Precheck = %+v, want zero", st)
+	}
+}
+
 func TestVerifierOptions(t *testing.T) {
 	tests := []struct {
 		opts    signing.VerifierOptions
