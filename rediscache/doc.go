@@ -57,10 +57,24 @@
 // session was revoked already, so a retried revocation reaches every
 // replica.
 //
+// # Subscriber
+//
+// NewSubscriber returns the receiving side: Run subscribes to the channel
+// and hands each invalidation to a callback, in order, from its own loop.
+// It does not trust go-redis's silent reconnects: any receive error, a
+// heartbeat PING whose PONG does not come back within HeartbeatTimeout, or
+// a second subscription confirmation is a loss (EventLost), after which Run
+// opens a new connection. After every confirmation, before any further
+// message, it syncs: it replays from each stripe's log what it missed
+// (EventSynced with Replayed), or, when the log no longer reaches back far
+// enough or the counter went back, reports EventSynced with DropActive so
+// the caller drops its L1 "active" entries. A sequence gap in live traffic
+// is replayed the same way.
+//
 // # Concurrency
 //
-// A Cache is safe for concurrent use; it holds no lock and starts no
-// goroutine. A fill racing a RevokeSession cannot leave "active" behind,
+// A Cache is safe for concurrent use; it holds no lock, and only a
+// Subscriber's Run starts work of its own (on the caller's goroutine). A fill racing a RevokeSession cannot leave "active" behind,
 // because each script is atomic and fill never overwrites "revoked". A fill
 // racing a RevokeUser cannot either: Fill runs the index script before the
 // fill script, and revoke_user reads the index in the same atomic step that
