@@ -330,7 +330,7 @@ wrongly accepted: accepted although the Lookup began after the revocation
 `)
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "accepted in the fan-out window (after the push, before it reached the\n"+
-		"  replica): %s requests\n", demoComma(t.AcceptedInWindow))
+		"  replica): %s request(s)\n", demoComma(t.AcceptedInWindow))
 	notes := r.notes()
 	for _, n := range notes {
 		fmt.Fprintln(w, "note: "+n)
