@@ -137,6 +137,10 @@ func (m Invalidation) MarshalJSON() ([]byte, error) {
 	if m.Seq > 0 {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendUint(b, m.Seq, 10)
+	}
+	// The stripe goes with a sequence number, and is kept whenever it is
+	// not the default, so that ParseInvalidation gives m back.
+	if m.Seq > 0 || m.Stripe != 0 {
 		b = append(b, `,"stripe":`...)
 		b = strconv.AppendInt(b, int64(m.Stripe), 10)
 	}
