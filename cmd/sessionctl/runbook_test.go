@@ -24,8 +24,11 @@ import (
 	"github.com/galaxy-game/sessioncache/tiered"
 )
 
-// runbookPath is the README section "During an incident".
-const runbookPath = "../../RUNBOOK.md"
+// runbookPath is the README; the runbook is its section "During an
+// incident" (up to the next "## " heading).
+const runbookPath = "../../README.md"
+
+const runbookHeading = "## During an incident"
 
 // runbookCmd is one command line of a ```sh block of the runbook.
 type runbookCmd struct {
@@ -45,9 +48,17 @@ func parseRunbook(t *testing.T, path string) []runbookCmd {
 	defer f.Close()
 	var cmds []runbookCmd
 	section, fence := "", ""
+	inRunbook, found := false, false
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
+		if fence == "" && strings.HasPrefix(line, "## ") {
+			inRunbook = line == runbookHeading
+			found = found || inRunbook
+		}
+		if !inRunbook {
+			continue
+		}
 		switch {
 		case fence == "" && strings.HasPrefix(line, "```"):
 			fence = strings.TrimPrefix(line, "```")
@@ -64,6 +75,9 @@ func parseRunbook(t *testing.T, path string) []runbookCmd {
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
+	}
+	if !found {
+		t.Fatalf("%s has no %q section", path, runbookHeading)
 	}
 	return cmds
 }
