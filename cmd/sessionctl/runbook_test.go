@@ -301,7 +301,7 @@ func startReplica(t *testing.T, srv *redistest.Server, backendURL, name string) 
 	return c
 }
 
-// TestRunbook runs every command of RUNBOOK.md with the real redis-cli (and
+// TestRunbook runs every command of the README's runbook section with the real redis-cli (and
 // sessionctl in-process) against a redis-server the library wrote to, with
 // three tiered replicas subscribed, and checks what each prints. It checks
 // that the hand revocation (HSET, then PUBLISH) reaches every replica's L1
