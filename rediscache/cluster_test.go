@@ -1,0 +1,441 @@
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// clusterStripes is the stripe count of the cluster tests: at least 4 × the
+// three masters, as Options.Stripes advises.
+const clusterStripes = 16
+
+// clusterClient returns a cluster client that follows a failover or a slot
+// move within a quarter of a second (go-redis otherwise keeps its slot map
+// for up to a minute unless a MOVED reply comes).
+func clusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
+	t.Helper()
+	return c.ClientWith(t, &redis.ClusterOptions{
+		ContextTimeoutEnabled:      true,
+		ClusterStateReloadInterval: 250 * time.Millisecond,
+	})
+}
+
+// idOnStripe returns the first id prefix-<n> that lands on stripe k.
+func idOnStripe(l Layout, prefix string, k int) string {
+	for n := 0; ; n++ {
+		if id := prefix + "-" + strconv.Itoa(n); l.Stripe(id) == k {
+			return id
+		}
+	}
+}
+
+// masterOf returns the address of the master serving key.
+func masterOf(t *testing.T, c *redistest.Cluster, key string) string {
+	t.Helper()
+	return c.MasterForSlot(keySlot(key)).Addr
+}
+
+// scriptRecorder records every script call a client makes, with its
+// outcome.
+type scriptRecorder struct{ commandCounter }
+
+// scripts returns the EVAL and EVALSHA commands recorded since the last
+// call, except EVALSHA answered NOSCRIPT (go-redis then retries with EVAL).
+func (r *scriptRecorder) scripts() []redis.Cmder {
+	var out []redis.Cmder
+	for _, cmd := range r.take() {
+		name := strings.ToLower(fmt.Sprint(cmd.Args()[0]))
+		if (name == "eval" || name == "evalsha") && !redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			out = append(out, cmd)
+		}
+	}
+	return out
+}
+
+// scriptKeys returns the KEYS of an EVAL or EVALSHA command.
+func scriptKeys(cmd redis.Cmder) []string {
+	args := cmd.Args()
+	n, _ := strconv.Atoi(fmt.Sprint(args[2]))
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprint(args[3+i])
+	}
+	return keys
+}
+
+// TestCluster runs the layout's promises on a real three-master Redis
+// Cluster with 16 stripes: the stripes spread over every master, every
+// script runs (no CROSSSLOT), a user-wide revocation whose user and sessions
+// live on different masters keeps the fill race closed, sequence numbers
+// and gap detection work per stripe, and a slot migration moves a stripe
+// without disturbing the subscriber. One cluster serves every subtest.
+func TestCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
+	rdb := clusterClient(t, cluster)
+	rec := &scriptRecorder{}
+	rdb.AddHook(rec)
+	c := newCache(t, rdb, Options{Stripes: clusterStripes})
+	l := c.Layout()
+	ctx := context.Background()
+
+	t.Run("StripesSpreadOverEveryMaster", func(t *testing.T) {
+		masters := map[string][]int{}
+		for k := range clusterStripes {
+			if keySlot(l.SeqKey(k)) != keySlot(l.LogKey(k)) {
+				t.Fatalf("stripe %d: %s and %s are in different slots", k, l.SeqKey(k), l.LogKey(k))
+			}
+			a := masterOf(t, cluster, l.SeqKey(k))
+			masters[a] = append(masters[a], k)
+		}
+		if len(masters) != 3 {
+			t.Fatalf("16 stripes land on %d masters (%v), want 3", len(masters), masters)
+		}
+		for a, ks := range masters {
+			t.Logf("master %s serves stripes %v", a, ks)
+		}
+	})
+
+	t.Run("EveryScriptTouchesOneSlot", func(t *testing.T) {
+		// A raw subscriber on a node that serves none of the user's keys:
+		// PUBLISH from a script on any master reaches it over the bus.
+		const uid = "user-cross"
+		var far string
+		for _, a := range cluster.Addrs() {
+			if a != masterOf(t, cluster, l.UserSessionsKey(uid)) {
+				far = a
+				break
+			}
+		}
+		ps := subscribe(t, newClient(t, far), l.Channel())
+		rec.take()
+
+		var ids []string
+		for k := range clusterStripes {
+			for j := range 2 {
+				ids = append(ids, idOnStripe(l, fmt.Sprintf("dev-x%d", j), k))
+			}
+		}
+		for _, id := range ids {
+			if _, err := c.Fill(ctx, activeRecord(id, uid)); err != nil {
+				t.Fatalf("Fill(%s): %v", id, err)
+			}
+			if got, err := c.Get(ctx, id); err != nil || got.Status != session.StatusActive {
+				t.Fatalf("Get(%q) = %s, %v; want active", id, fmtRecord(got), err)
+			}
+		}
+		perStripe := map[int]uint64{}
+		for _, id := range ids[:clusterStripes] {
+			m, err := c.RevokeSession(ctx, id)
+			if err != nil {
+				t.Fatalf("RevokeSession(%q): %v", id, err)
+			}
+			perStripe[m.Stripe]++
+			if m.Seq != perStripe[m.Stripe] {
+				t.Errorf("RevokeSession(%q) = seq %d on stripe %d, want %d", id, m.Seq, m.Stripe, perStripe[m.Stripe])
+			}
+			if got, want := receive(t, ps), marshal(t, m); got != want {
+				t.Fatalf("subscriber on %s received %s, want %s", far, got, want)
+			}
+		}
+		um, revoked, err := c.RevokeUser(ctx, uid)
+		if err != nil {
+			t.Fatalf("RevokeUser(%q): %v", uid, err)
+		}
+		slices.Sort(revoked)
+		if want := slices.Sorted(slices.Values(ids)); !slices.Equal(revoked, want) {
+			t.Fatalf("RevokeUser(%q) revoked %v, want %v", uid, revoked, want)
+		}
+		if got, want := receive(t, ps), marshal(t, um); got != want {
+			t.Fatalf("received %s, want the user message %s", got, want)
+		}
+		for range revoked {
+			if _, err := session.ParseInvalidation([]byte(receive(t, ps))); err != nil {
+				t.Fatalf("a per-session message of RevokeUser: %v", err)
+			}
+		}
+		for _, id := range ids {
+			if got, err := c.Get(ctx, id); err != nil || got.Status != session.StatusRevoked {
+				t.Fatalf("Get(%q) after RevokeUser = %s, %v; want revoked", id, fmtRecord(got), err)
+			}
+		}
+
+		scripts := rec.scripts()
+		// 2 per fill, 16 revocations, 1 user revocation and 32 sessions.
+		if want := 2*len(ids) + clusterStripes + 1 + len(ids); len(scripts) != want {
+			t.Errorf("recorded %d script calls, want %d", len(scripts), want)
+		}
+		slotsUsed := map[int]bool{}
+		for _, cmd := range scripts {
+			keys := scriptKeys(cmd)
+			if err := cmd.Err(); err != nil {
+				t.Errorf("script on keys %v: %v", keys, err)
+			}
+			for _, k := range keys[1:] {
+				if keySlot(k) != keySlot(keys[0]) {
+					t.Errorf("script keys %v span slots %d and %d", keys, keySlot(keys[0]), keySlot(k))
+				}
+			}
+			slotsUsed[keySlot(keys[0])] = true
+		}
+		if len(slotsUsed) != clusterStripes {
+			t.Errorf("scripts used %d slots, want %d (one per stripe)", len(slotsUsed), clusterStripes)
+		}
+
+		// The control: the cluster does refuse a script whose keys span
+		// two stripes, so the absence of errors above means something.
+		a, b := idOnStripe(l, "dev-c", 0), idOnStripe(l, "dev-c", 1)
+		err = rdb.Eval(ctx, "return redis.call('EXISTS', KEYS[1], KEYS[2])", []string{l.SessionKey(a), l.SessionKey(b)}).Err()
+		if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+			t.Fatalf("a script over %s and %s = %v, want CROSSSLOT", l.SessionKey(a), l.SessionKey(b), err)
+		}
+	})
+
+	t.Run("UserRevocationAcrossMastersKeepsFillRaceClosed", func(t *testing.T) {
+		const runs = 200
+		defer func() { c.store.hookAfterIndex = nil }()
+		for i := range runs {
+			uid := fmt.Sprintf("user-race%d", i)
+			// The session on another master than its user's index.
+			var id string
+			for n := 0; ; n++ {
+				id = fmt.Sprintf("dev-race%d-%d", i, n)
+				if masterOf(t, cluster, l.SessionKey(id)) != masterOf(t, cluster, l.UserSessionsKey(uid)) {
+					break
+				}
+			}
+			paused, resume := make(chan struct{}), make(chan struct{})
+			c.store.hookAfterIndex = func() { close(paused); <-resume }
+			type result struct {
+				rec session.Record
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				r, err := c.Fill(ctx, activeRecord(id, uid))
+				done <- result{r, err}
+			}()
+			<-paused // indexed, not yet written
+			_, revoked, err := c.RevokeUser(ctx, uid)
+			close(resume)
+			res := <-done
+			if err != nil || !slices.Equal(revoked, []string{id}) {
+				t.Fatalf("run %d: RevokeUser(%q) = %v, %v; want [%s]", i, uid, revoked, err, id)
+			}
+			if res.err != nil || res.rec.Status != session.StatusRevoked {
+				t.Fatalf("run %d: Fill racing RevokeUser = %s, %v; want revoked", i, fmtRecord(res.rec), res.err)
+			}
+			// The other side of the index step: a fill after the user-wide
+			// revocation is refused, and writes nothing.
+			c.store.hookAfterIndex = nil
+			late := id + "-late"
+			if r, err := c.Fill(ctx, activeRecord(late, uid)); !errors.Is(err, ErrFillRefused) {
+				t.Fatalf("run %d: Fill after RevokeUser = %s, %v; want ErrFillRefused", i, fmtRecord(r), err)
+			}
+			for _, x := range []string{id, late} {
+				got, err := c.Get(ctx, x)
+				if x == late && errors.Is(err, session.ErrNotFound) {
+					continue
+				}
+				if err != nil || got.Status != session.StatusRevoked {
+					t.Fatalf("run %d: Get(%q) = %s, %v; want revoked or not found", i, x, fmtRecord(got), err)
+				}
+			}
+		}
+	})
+
+	t.Run("SequenceAndGapPerStripe", func(t *testing.T) {
+		h := startSubscriber(t, c, SubscriberOptions{}, nil)
+		h.expectEvent(t, EventSynced, ReasonStart)
+		const k, j = 5, 11
+		if masterOf(t, cluster, l.SeqKey(k)) == masterOf(t, cluster, l.SeqKey(j)) {
+			t.Logf("stripes %d and %d share a master", k, j)
+		}
+		base := map[int]uint64{}
+		for _, s := range []int{k, j} {
+			v, err := rdb.Get(ctx, l.SeqKey(s)).Uint64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				t.Fatal(err)
+			}
+			base[s] = v
+		}
+		first, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-a", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Stripe != k || first.Seq != base[k]+1 {
+			t.Fatalf("RevokeSession on stripe %d = %+v, want seq %d", k, first, base[k]+1)
+		}
+		h.expectInvalidation(t, first)
+
+		// A revocation of stripe k that is logged but never published: the
+		// next message of stripe k skips a number.
+		silent := revokeUnpublished(t, rdb, l, idOnStripe(l, "dev-seq-b", k))
+		other, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-c", j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.expectInvalidation(t, other) // stripe j has no gap
+		next, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-d", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Seq != silent.Seq+1 {
+			t.Fatalf("seq after the unpublished one = %d, want %d", next.Seq, silent.Seq+1)
+		}
+		h.expectEvent(t, EventLost, ReasonGap)
+		h.expectInvalidation(t, silent)
+		if ev := h.expectEvent(t, EventSynced, ReasonGap); ev.Replayed != 1 || ev.DropActive {
+			t.Fatalf("sync after the gap = %+v, want 1 replayed and no DropActive", ev)
+		}
+		h.expectInvalidation(t, next)
+		if got := h.sub.Stats().Gaps; got != 1 {
+			t.Fatalf("Stats().Gaps = %d, want 1", got)
+		}
+	})
+
+	t.Run("SlotMigrationOfAStripe", func(t *testing.T) {
+		h := startSubscriber(t, c, SubscriberOptions{Name: "gw-migrate"}, nil)
+		h.expectEvent(t, EventSynced, ReasonStart)
+		const k = 3
+		slot := keySlot(l.SeqKey(k))
+		from := cluster.MasterForSlot(slot)
+		var to *redistest.Server
+		for _, n := range cluster.Nodes() {
+			if n.Master && n.Server != from {
+				to = n.Server
+				break
+			}
+		}
+		var before []session.Invalidation
+		for n := range 3 {
+			id := idOnStripe(l, fmt.Sprintf("dev-mig-a%d", n), k)
+			if _, err := c.Fill(ctx, activeRecord(id, "user-mig")); err != nil {
+				t.Fatal(err)
+			}
+			m, err := c.RevokeSession(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.expectInvalidation(t, m)
+			before = append(before, m)
+		}
+		migrateSlot(t, cluster, slot, to)
+		if got := cluster.MasterForSlot(slot); got != to {
+			t.Fatalf("slot %d served by %s after the migration, want %s", slot, got.Addr, to.Addr)
+		}
+		// The stripe's keys moved with its slot: the counter goes on, the
+		// subscriber (on whichever node it is) keeps receiving, in order.
+		id := idOnStripe(l, "dev-mig-b", k)
+		m, err := c.RevokeSession(ctx, id)
+		if err != nil {
+			t.Fatalf("RevokeSession after the migration: %v", err)
+		}
+		if last := before[len(before)-1]; m.Seq != last.Seq+1 {
+			t.Fatalf("seq after the migration = %d, want %d", m.Seq, last.Seq+1)
+		}
+		h.expectInvalidation(t, m)
+		if got, err := c.Get(ctx, before[0].SessionID); err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("Get(%q) after the migration = %s, %v; want revoked", before[0].SessionID, fmtRecord(got), err)
+		}
+		// A reconnect syncs through the moved stripe: nothing missed, nothing
+		// dropped.
+		if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return node.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		h.expectEvent(t, EventLost, ReasonReconnect)
+		if ev, invs := h.untilSynced(t); ev.DropActive || len(invs) != 0 {
+			t.Fatalf("resync after the migration = %+v with %v, want nothing replayed and no DropActive", ev, invs)
+		}
+		if got := h.sub.Stats().Gaps; got != 0 {
+			t.Fatalf("Stats().Gaps = %d, want 0", got)
+		}
+	})
+}
+
+// revokeUnpublished writes a session revocation of id the way the
+// revocation script does (status, counter, log) but publishes nothing, and
+// returns the message a subscriber should replay for it.
+func revokeUnpublished(t *testing.T, rdb redis.UniversalClient, l Layout, id string) session.Invalidation {
+	t.Helper()
+	k := l.Stripe(id)
+	res, err := rdb.Eval(context.Background(), luaNow+`
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked_at_ms', string.format('%d', now))
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], '*', 'session', ARGV[1], 'seq', string.format('%d', seq), 'at_ms', string.format('%d', now))
+return {seq, now}
+`, []string{l.SessionKey(id), l.SeqKey(k), l.LogKey(k)}, id).Int64Slice()
+	if err != nil {
+		t.Fatalf("unpublished revocation of %s: %v", id, err)
+	}
+	return session.Invalidation{SessionID: id, Seq: uint64(res[0]), Stripe: k, AtMS: res[1]}
+}
+
+// migrateSlot moves slot and its keys to master to, the way
+// "redis-cli --cluster reshard" does: IMPORTING on the target, MIGRATING on
+// the source, MIGRATE of every key, then SETSLOT NODE on every master.
+func migrateSlot(t *testing.T, c *redistest.Cluster, slot int, to *redistest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	from := c.MasterForSlot(slot)
+	ids := map[*redistest.Server]string{}
+	var masters []*redistest.Server
+	for _, n := range c.Nodes() {
+		ids[n.Server] = n.ID
+		if n.Master {
+			masters = append(masters, n.Server)
+		}
+	}
+	src, dst := from.Client(t), to.Client(t)
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("migrate slot %d: %s: %v", slot, what, err)
+		}
+	}
+	must("IMPORTING", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[from]).Err())
+	must("MIGRATING", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to]).Err())
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must("GETKEYSINSLOT", err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must("MIGRATE", src.Do(ctx, args...).Err())
+	}
+	// The target first, then the source, then the others.
+	slices.SortStableFunc(masters, func(a, b *redistest.Server) int {
+		rank := func(s *redistest.Server) int {
+			switch s {
+			case to:
+				return 0
+			case from:
+				return 1
+			}
+			return 2
+		}
+		return rank(a) - rank(b)
+	})
+	for _, m := range masters {
+		must("SETSLOT NODE", m.Client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", ids[to]).Err())
+	}
+	if err := c.WaitHealthy(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
