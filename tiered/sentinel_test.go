@@ -1,0 +1,65 @@
+package tiered
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/internal/redistest"
+)
+
+// TestSentinel runs the core invariants through Sentinel (a primary, a
+// replica and three sentinels; the replicas use go-redis's failover client):
+// lookups through every tier, revocations reaching three replicas, the fill
+// race 200 times per way of revoking, a hand-typed message, killed
+// subscribers that replay, and, last, the primary killed and replaced by
+// its replica. One Sentinel group serves every subtest.
+func TestSentinel(t *testing.T) {
+	sg := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	topo := sentinelTopology(t, sg)
+
+	t.Run("LookupsThroughAllTiers", func(t *testing.T) {
+		scaleLookupsThroughAllTiers(t, newScaleEnv(t, topo))
+	})
+	t.Run("RevocationReachesEveryReplica", func(t *testing.T) {
+		lat := scaleRevocationReachesEveryReplica(t, newScaleEnv(t, topo), 200)
+		t.Logf("revoke -> L1 flipped on all 3 replicas, %d revocations: p50 %v, p99 %v, max %v",
+			len(lat), percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
+	})
+	t.Run("FillRacingRevocation", func(t *testing.T) {
+		scaleFillRace(t, newScaleEnv(t, topo), 200)
+	})
+	t.Run("HandTypedMessage", func(t *testing.T) {
+		scaleHandTypedMessage(t, newScaleEnv(t, topo))
+	})
+	t.Run("KilledSubscriberReplays", func(t *testing.T) {
+		scaleKilledSubscriber(t, newScaleEnv(t, topo), 5)
+	})
+	t.Run("PrimaryFailover", func(t *testing.T) {
+		e := newScaleEnv(t, topo)
+		primary := sg.Primary()
+		kill := func() {
+			list, err := primary.Client(t).Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"r1", "r2", "r3", "probe"} {
+				if !strings.Contains(list, "name="+name+" ") {
+					t.Fatalf("replica %s has no subscriber on the primary %s:\n%s", name, primary.Addr, list)
+				}
+			}
+			sg.KillPrimary()
+		}
+		healthy := func() error {
+			promoted, err := sg.WaitFailover(30 * time.Second)
+			if err == nil && promoted == primary {
+				t.Fatalf("WaitFailover named the killed primary %s", primary.Addr)
+			}
+			return err
+		}
+		res := scaleFailover(t, e, func(string) bool { return true }, kill, healthy)
+		if bound := 20 * time.Second; res.recovery > bound {
+			t.Fatalf("lookups recovered %v after the kill, want within %v", res.recovery, bound)
+		}
+	})
+}
