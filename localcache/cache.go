@@ -1,5 +1,7 @@
 // Package localcache is the per-process L1 of the session cache: a bounded
-// LRU of decoded session.Records, each with its own expiry.
+// map of decoded session.Records, each with its own expiry, evicted by a
+// segmented LRU (a session read twice recently outlives sessions read once;
+// see Options.Size).
 //
 // Revocation is one-way here as in every tier. Revoke and RevokeUser flip
 // cached entries to revoked; nothing turns a revoked entry active again, and a
@@ -23,8 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -43,7 +44,10 @@ var errNotCached = fmt.Errorf("localcache: session not cached: %w", session.ErrN
 // negative values are errors.
 type Options struct {
 	// Size is the maximum number of entries, active and revoked together.
-	// Default DefaultSize.
+	// Default DefaultSize. When the Cache is full, a Fill of a new session
+	// evicts the least recently used entry among those not read since they
+	// were stored or demoted (the probationary segment); entries read again
+	// are protected, up to 80% of Size, in least recently used order.
 	Size int
 	// TTL is the lifetime of an entry, counted from the Fill that stored it.
 	// A Revoke does not extend it. Default DefaultTTL.
@@ -107,13 +111,18 @@ type Stats struct {
 	FillsDropped uint64
 }
 
-// entry is the value kept in the LRU. Active entries are linked into their
-// user's list (Cache.users); revoked entries are not linked.
+// entry is the value kept in the cache. Every entry is linked into one
+// segment of the SLRU; active entries are also linked into their user's
+// list (Cache.users), revoked entries are not.
 type entry struct {
 	rec session.Record
 	// expires is the end of the entry's life, as a duration since
 	// Cache.base (monotonic when the clock provides a monotonic reading).
 	expires time.Duration
+	// prev and next link the entry into its SLRU segment; protected tells
+	// which segment.
+	prev, next *entry
+	protected  bool
 	// uprev and unext link the active entries of one user.
 	uprev, unext *entry
 }
@@ -152,9 +161,8 @@ type Cache struct {
 
 	// mu guards every field below.
 	mu sync.Mutex
-	// lru holds the entries, keyed by DeviceSessionID. Its eviction
-	// callback runs with mu held.
-	lru *simplelru.LRU[string, *entry]
+	// lru holds the entries, keyed by DeviceSessionID.
+	lru slru
 	// users maps a user id to the first of its active entries.
 	users map[string]*entry
 	// idInv and userInv hold the last invalidation of a session or user,
@@ -190,11 +198,7 @@ func New(opts Options) (*Cache, error) {
 	} else {
 		c.base = time.Now()
 	}
-	lru, err := simplelru.NewLRU(opts.Size, c.removedLocked)
-	if err != nil {
-		return nil, fmt.Errorf("localcache: %w", err)
-	}
-	c.lru = lru
+	c.lru.init(opts.Size)
 	return c, nil
 }
 
@@ -235,19 +239,20 @@ func (c *Cache) MarkAllRevokedForUser(userID string) { c.RevokeUser(userID, 0) }
 func (c *Cache) Get(id string) (session.Record, bool) {
 	now := c.clock()
 	c.mu.Lock()
-	e, ok := c.lru.Get(id)
-	if !ok {
+	e := c.lru.peek(id)
+	if e == nil {
 		c.mu.Unlock()
 		c.misses.Add(1)
 		return session.Record{}, false
 	}
 	if now >= e.expires {
-		c.lru.Remove(id)
+		c.removeLocked(e)
 		c.mu.Unlock()
 		c.expired.Add(1)
 		c.misses.Add(1)
 		return session.Record{}, false
 	}
+	c.lru.touch(e)
 	r := e.rec
 	c.mu.Unlock()
 	c.hits.Add(1)
@@ -344,6 +349,9 @@ func (c *Cache) Check(t Token, r session.Record) session.Record {
 // invalidated after t was taken, and the atMS of the latest remembered such
 // invalidation (0 if none or unknown).
 func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, stale bool) {
+	if mutation.Disabled(mutation.L1Generation) {
+		return 0, false
+	}
 	var at uint64
 	if inv, ok := c.idInv[r.DeviceSessionID]; ok && inv.epoch > t.epoch {
 		at, atMS, stale = inv.epoch, inv.atMS, true
@@ -373,12 +381,12 @@ func earliest(a, b *int64) *int64 {
 // liveLocked returns the unexpired entry for id, or nil. It removes an
 // expired entry.
 func (c *Cache) liveLocked(id string, now time.Duration) *entry {
-	e, ok := c.lru.Peek(id)
-	if !ok {
+	e := c.lru.peek(id)
+	if e == nil {
 		return nil
 	}
 	if now >= e.expires {
-		c.lru.Remove(id)
+		c.removeLocked(e)
 		c.expired.Add(1)
 		return nil
 	}
@@ -396,14 +404,17 @@ func (c *Cache) storeLocked(e *entry, r session.Record, now time.Duration) {
 		if e.active() {
 			c.linkLocked(e)
 		}
-		c.lru.Get(r.DeviceSessionID)
+		c.lru.touch(e)
 		return
 	}
 	e = &entry{rec: r, expires: now + c.ttl}
 	if e.active() {
 		c.linkLocked(e)
 	}
-	if c.lru.Add(r.DeviceSessionID, e) {
+	if old := c.lru.add(r.DeviceSessionID, e); old != nil {
+		if old.active() {
+			c.unlinkLocked(old)
+		}
 		c.evictions.Add(1)
 	}
 }
@@ -433,9 +444,10 @@ func (c *Cache) unlinkLocked(e *entry) {
 	e.uprev, e.unext = nil, nil
 }
 
-// removedLocked is the LRU's eviction callback, called for every entry that
-// leaves it (eviction, expiry, DropActive) with mu held.
-func (c *Cache) removedLocked(_ string, e *entry) {
+// removeLocked takes e out of the cache and, if active, out of its user's
+// list (expiry, DropActive).
+func (c *Cache) removeLocked(e *entry) {
+	c.lru.remove(e)
 	if e.active() {
 		c.unlinkLocked(e)
 	}
@@ -487,7 +499,7 @@ func (c *Cache) RevokeUser(userID string, atMS int64) {
 	for e := c.users[userID]; e != nil; {
 		next := e.unext
 		if now >= e.expires {
-			c.lru.Remove(e.rec.DeviceSessionID)
+			c.removeLocked(e)
 			c.expired.Add(1)
 		} else {
 			c.flipLocked(e, atMS)
@@ -540,7 +552,7 @@ func (c *Cache) DropActive() int {
 	for _, head := range c.users {
 		for e := head; e != nil; {
 			next := e.unext
-			c.lru.Remove(e.rec.DeviceSessionID)
+			c.removeLocked(e)
 			n++
 			e = next
 		}
@@ -553,7 +565,7 @@ func (c *Cache) DropActive() int {
 func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len()
+	return c.lru.len()
 }
 
 // Stats returns the Cache's counters. It does not take the lock; the

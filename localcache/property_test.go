@@ -14,7 +14,8 @@ import (
 
 // checkIndex verifies the user index against the LRU: every active
 // entry is in its user's list exactly once, nothing else is, and the links
-// are consistent.
+// are consistent; then the SLRU's segments and the bound on remembered
+// invalidations.
 func (c *Cache) checkIndex() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -37,19 +38,60 @@ func (c *Cache) checkIndex() error {
 			if e.unext != nil && e.unext.uprev != e {
 				return fmt.Errorf("broken back link after %q", e.rec.DeviceSessionID)
 			}
-			if got, ok := c.lru.Peek(e.rec.DeviceSessionID); !ok || got != e {
+			if got := c.lru.peek(e.rec.DeviceSessionID); got != e {
 				return fmt.Errorf("indexed entry %q is not in the LRU", e.rec.DeviceSessionID)
 			}
 		}
 	}
-	for _, id := range c.lru.Keys() {
-		e, _ := c.lru.Peek(id)
+	for id, e := range c.lru.items {
+		if e.rec.DeviceSessionID != id {
+			return fmt.Errorf("entry %q is stored under %q", e.rec.DeviceSessionID, id)
+		}
 		if e.active() != inLists[e] {
 			return fmt.Errorf("entry %q active=%v indexed=%v", id, e.active(), inLists[e])
 		}
 	}
+	if err := c.checkSegments(); err != nil {
+		return err
+	}
 	if n := len(c.recent) - c.head; n > c.maxRecent {
 		return fmt.Errorf("%d invalidations remembered, more than %d", n, c.maxRecent)
+	}
+	return nil
+}
+
+// checkSegments verifies the SLRU: every entry of the map is in exactly one
+// segment, the one its protected flag names; the links and the counts are
+// consistent; the bounds hold.
+func (c *Cache) checkSegments() error {
+	l := &c.lru
+	seen := make(map[*entry]bool)
+	for _, seg := range []struct {
+		s         *segment
+		protected bool
+	}{{&l.probation, false}, {&l.protected, true}} {
+		n := 0
+		for e := seg.s.root.next; e != &seg.s.root; e = e.next {
+			if e.next.prev != e {
+				return fmt.Errorf("broken segment link after %q", e.rec.DeviceSessionID)
+			}
+			if seen[e] || e.protected != seg.protected || l.items[e.rec.DeviceSessionID] != e {
+				return fmt.Errorf("entry %q misplaced (protected=%v, in protected segment %v)", e.rec.DeviceSessionID, e.protected, seg.protected)
+			}
+			seen[e] = true
+			n++
+		}
+		if n != seg.s.n {
+			return fmt.Errorf("segment (protected %v) holds %d entries, counts %d", seg.protected, n, seg.s.n)
+		}
+	}
+	switch {
+	case len(seen) != len(l.items):
+		return fmt.Errorf("%d entries in segments, %d in the map", len(seen), len(l.items))
+	case len(l.items) > l.size:
+		return fmt.Errorf("%d entries, more than Size %d", len(l.items), l.size)
+	case l.protected.n > l.protectedCap:
+		return fmt.Errorf("%d protected entries, more than %d", l.protected.n, l.protectedCap)
 	}
 	return nil
 }
