@@ -156,11 +156,13 @@ type Cache struct {
 	// only with mu held and read atomically by Begin.
 	epoch atomic.Uint64
 
-	hits, misses, evictions, expired  atomic.Uint64
 	fills, fillsRevoked, fillsDropped atomic.Uint64
 
 	// mu guards every field below.
 	mu sync.Mutex
+	// The counters of Stats that change under mu sit next to it, so that a
+	// hit touches no other shared cache line.
+	hits, misses, evictions, expired uint64
 	// lru holds the entries, keyed by DeviceSessionID.
 	lru slru
 	// users maps a user id to the first of its active entries.
@@ -241,21 +243,21 @@ func (c *Cache) Get(id string) (session.Record, bool) {
 	c.mu.Lock()
 	e := c.lru.peek(id)
 	if e == nil {
+		c.misses++
 		c.mu.Unlock()
-		c.misses.Add(1)
 		return session.Record{}, false
 	}
 	if now >= e.expires {
 		c.removeLocked(e)
+		c.expired++
+		c.misses++
 		c.mu.Unlock()
-		c.expired.Add(1)
-		c.misses.Add(1)
 		return session.Record{}, false
 	}
 	c.lru.touch(e)
+	c.hits++
 	r := e.rec
 	c.mu.Unlock()
-	c.hits.Add(1)
 	return r, true
 }
 
@@ -387,7 +389,7 @@ func (c *Cache) liveLocked(id string, now time.Duration) *entry {
 	}
 	if now >= e.expires {
 		c.removeLocked(e)
-		c.expired.Add(1)
+		c.expired++
 		return nil
 	}
 	return e
@@ -415,7 +417,7 @@ func (c *Cache) storeLocked(e *entry, r session.Record, now time.Duration) {
 		if old.active() {
 			c.unlinkLocked(old)
 		}
-		c.evictions.Add(1)
+		c.evictions++
 	}
 }
 
@@ -500,7 +502,7 @@ func (c *Cache) RevokeUser(userID string, atMS int64) {
 		next := e.unext
 		if now >= e.expires {
 			c.removeLocked(e)
-			c.expired.Add(1)
+			c.expired++
 		} else {
 			c.flipLocked(e, atMS)
 		}
@@ -568,14 +570,18 @@ func (c *Cache) Len() int {
 	return c.lru.len()
 }
 
-// Stats returns the Cache's counters. It does not take the lock; the
-// counters are read one by one, not as a snapshot.
+// Stats returns the Cache's counters. Hits, Misses, Evictions and Expired
+// are read together under the lock; the Fill counters are read one by one
+// after it, not as one snapshot with the others.
 func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	hits, misses, evictions, expired := c.hits, c.misses, c.evictions, c.expired
+	c.mu.Unlock()
 	return Stats{
-		Hits:         c.hits.Load(),
-		Misses:       c.misses.Load(),
-		Evictions:    c.evictions.Load(),
-		Expired:      c.expired.Load(),
+		Hits:         hits,
+		Misses:       misses,
+		Evictions:    evictions,
+		Expired:      expired,
 		Fills:        c.fills.Load(),
 		FillsRevoked: c.fillsRevoked.Load(),
 		FillsDropped: c.fillsDropped.Load(),
