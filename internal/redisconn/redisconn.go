@@ -79,11 +79,14 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		o.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(o), nil
 	case c.SentinelMaster != "":
-		o, err := redis.ParseURL(c.URL)
+		// redis.ParseURL refuses the addr option: take the extra
+		// sentinels out first.
+		base, extra := splitAddrs(c.URL)
+		o, err := redis.ParseURL(base)
 		if err != nil {
 			return nil, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
 		}
-		addrs := append([]string{o.Addr}, extraAddrs(c.URL)...)
+		addrs := append([]string{o.Addr}, extra...)
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       c.SentinelMaster,
 			SentinelAddrs:    addrs,
@@ -147,12 +150,21 @@ func mergeTLS(parsed, ours *tls.Config) *tls.Config {
 	return ours
 }
 
-func extraAddrs(raw string) []string {
+// splitAddrs returns the URL without its addr options, and their values.
+// A URL that does not parse is returned as it is, for ParseURL to reject.
+func splitAddrs(raw string) (string, []string) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil
+		return raw, nil
 	}
-	return u.Query()["addr"]
+	q := u.Query()
+	addrs := q["addr"]
+	if len(addrs) == 0 {
+		return raw, nil
+	}
+	q.Del("addr")
+	u.RawQuery = q.Encode()
+	return u.String(), addrs
 }
 
 // redactURLError drops anything that could carry the URL's password.
