@@ -27,7 +27,8 @@
 //     nor the backend can answer, Lookup returns an error.
 //
 // A Cache is safe for concurrent use. New starts two goroutines (the
-// subscriber and the revocation worker); Close stops both and waits.
+// subscriber and the revocation worker), and a third for L1's clock unless
+// Options.Now or Options.Local.Now is set; Close stops them and waits.
 package tiered
 
 import (
@@ -102,7 +103,11 @@ type Options struct {
 	RevokeTries int
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
-	// Now is the clock. Default time.Now.
+	// Now is the clock. Default time.Now. When Now is set and Local.Now is
+	// not, L1 uses Now too; when neither is set, L1 checks expiry against
+	// a clock that a goroutine of the Cache refreshes every millisecond, so
+	// that an L1 hit does not read the system clock (an entry may then
+	// outlive its TTL by about a millisecond).
 	Now func() time.Time
 }
 
@@ -137,11 +142,11 @@ func (o *Options) setDefaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Local.Now == nil && o.Now != nil {
+		o.Local.Now = o.Now
+	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Local.Now == nil {
-		o.Local.Now = o.Now
 	}
 	switch {
 	case o.NegativeTTL < 0:
@@ -237,6 +242,11 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	var clock *coarseClock
+	if opts.Local.Now == nil {
+		clock = newCoarseClock()
+		opts.Local.Now = clock.Now
+	}
 	l1, err := localcache.New(opts.Local)
 	if err != nil {
 		return nil, fmt.Errorf("tiered: %w", err)
@@ -268,6 +278,9 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 		return nil, fmt.Errorf("tiered: %w", err)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if clock != nil {
+		c.wg.Go(func() { clock.run(c.ctx) })
+	}
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
