@@ -28,8 +28,9 @@ func (c *Cache) LookupTier(ctx context.Context, id string) (session.Record, Tier
 		return session.Record{}, TierNone, err
 	}
 	if rec, ok := c.l1.Get(id); ok {
+		// L1 counts its hits; Stats derives L1Hits from that count, so a
+		// hit pays for one counter, taken under L1's lock.
 		if rec.Status == session.StatusRevoked || c.trustL1() {
-			c.stats.l1Hits.Add(1)
 			return rec, TierL1, nil
 		}
 		c.stats.l1Distrusted.Add(1)

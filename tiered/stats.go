@@ -8,7 +8,7 @@ import (
 
 // Stats is a snapshot of a Cache's counters since New.
 type Stats struct {
-	L1Hits        int64 // lookups answered by L1
+	L1Hits        int64 // lookups answered by L1 (from L1's hit count, so Local().Get hits count too)
 	L1Distrusted  int64 // L1 "active" hits not served: channel unhealthy beyond StaleBound
 	NegativeHits  int64 // lookups answered by the unknown-id cache
 	L2Hits        int64 // lookups answered by Redis
@@ -43,7 +43,6 @@ type Stats struct {
 func (c *Cache) Stats() Stats {
 	s := &c.stats
 	st := Stats{
-		L1Hits:               s.l1Hits.Load(),
 		L1Distrusted:         s.l1Distrusted.Load(),
 		NegativeHits:         s.negativeHits.Load(),
 		L2Hits:               s.l2Hits.Load(),
@@ -63,18 +62,21 @@ func (c *Cache) Stats() Stats {
 		Resyncs:              s.resyncs.Load(),
 		ResyncDrops:          s.resyncDrops.Load(),
 	}
+	// Read after L1Distrusted, so that a distrusted hit counted between
+	// the two reads cannot make L1Hits negative.
+	st.L1Hits = int64(c.l1.Stats().Hits) - st.L1Distrusted
 	st.FanoutCount, st.FanoutP50, st.FanoutP99, st.FanoutMax = s.fanout.summary()
 	return st
 }
 
 type counters struct {
-	l1Hits, l1Distrusted, negativeHits, l2Hits, l2Errors atomic.Int64
-	backendCalls, backendErrors, notFound                atomic.Int64
-	fillsRefused, fillsSkipped, invalidIDs               atomic.Int64
-	revocationsPublished, revokeRetries, revokeFailures  atomic.Int64
-	revokeQueueFull, invalidationsApplied, channelLost   atomic.Int64
-	resyncs, resyncDrops                                 atomic.Int64
-	fanout                                               histogram
+	l1Distrusted, negativeHits, l2Hits, l2Errors        atomic.Int64
+	backendCalls, backendErrors, notFound               atomic.Int64
+	fillsRefused, fillsSkipped, invalidIDs              atomic.Int64
+	revocationsPublished, revokeRetries, revokeFailures atomic.Int64
+	revokeQueueFull, invalidationsApplied, channelLost  atomic.Int64
+	resyncs, resyncDrops                                atomic.Int64
+	fanout                                              histogram
 }
 
 // histogram counts durations in logarithmic buckets 10% wide, from 1 µs to
