@@ -14,12 +14,18 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // DefaultURL is used when neither a flag nor REDIS_URL names a server.
 const DefaultURL = "redis://127.0.0.1:6379"
+
+// ClusterStateReloadInterval is how often a cluster client may reload its
+// slot map: the bound on how long it keeps sending to a master that died
+// after a replica took its slots (see SCALING.md, "Failover").
+const ClusterStateReloadInterval = 250 * time.Millisecond
 
 // Config describes how to reach Redis.
 type Config struct {
@@ -77,6 +83,10 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		}
 		o.ClientName = c.ClientName
 		o.ContextTimeoutEnabled = true
+		// go-redis keeps its slot map until a MOVED reply or this
+		// interval (default 60s): after a master dies, the default left
+		// its slots unreachable for longer than the 30s a test waited.
+		o.ClusterStateReloadInterval = ClusterStateReloadInterval
 		return redis.NewClusterClient(o), nil
 	case c.SentinelMaster != "":
 		// redis.ParseURL refuses the addr option: take the extra
