@@ -17,6 +17,7 @@ const (
 	DefaultFillWindow  = 10 * time.Second
 	DefaultLogMaxLen   = 10000
 	DefaultCallTimeout = 250 * time.Millisecond
+	DefaultWaitTimeout = 100 * time.Millisecond
 )
 
 // ErrFillRefused reports that Fill did not store an active record because a
@@ -24,6 +25,13 @@ const (
 // record may predate that revocation. The caller may serve the record it
 // fetched to the lookup that fetched it, but must not cache it.
 var ErrFillRefused = errors.New("rediscache: fill refused after a recent user-wide revocation")
+
+// ErrNotReplicated reports a revocation that the primary applied and
+// published but that fewer than Options.WaitReplicas replicas acknowledged
+// within Options.WaitTimeout. A failover before the replicas catch up could
+// bring the session back as active in Redis: retry the revocation (it is
+// idempotent) or alert.
+var ErrNotReplicated = errors.New("rediscache: revocation not acknowledged by the replicas")
 
 // Options configures a Cache. Zero fields mean the documented defaults.
 type Options struct {
@@ -55,6 +63,18 @@ type Options struct {
 	// socket reads only when the client has ContextTimeoutEnabled; without
 	// it a call to a stalled Redis lasts up to the client's ReadTimeout.
 	CallTimeout time.Duration
+	// WaitReplicas, when above 0, makes RevokeSession and RevokeUser send
+	// WAIT WaitReplicas WaitTimeout on the connection of their writes, and
+	// return an error wrapping ErrNotReplicated when fewer replicas
+	// acknowledged them. Default 0: revocations do not wait. It needs a
+	// client whose pipelines use one connection: a *redis.Client (a single
+	// Redis, or Sentinel's failover client); New refuses it with a Redis
+	// Cluster client.
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT. It must be shorter than CallTimeout,
+	// which bounds the write and its WAIT together. Default
+	// DefaultWaitTimeout; it must be 0 when WaitReplicas is 0.
+	WaitTimeout time.Duration
 	// Logger receives failures of the Mark* methods. Default: discard.
 	Logger *slog.Logger
 }
@@ -74,6 +94,22 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.WaitReplicas > 0 && o.WaitTimeout == 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
+	switch {
+	case o.WaitReplicas < 0:
+		return fmt.Errorf("rediscache: negative WaitReplicas %d", o.WaitReplicas)
+	case o.WaitReplicas == 0 && o.WaitTimeout != 0:
+		return fmt.Errorf("rediscache: WaitTimeout %v is set but WaitReplicas is 0", o.WaitTimeout)
+	case o.WaitTimeout < 0:
+		return fmt.Errorf("rediscache: negative WaitTimeout %v", o.WaitTimeout)
+	case o.WaitReplicas > 0 && o.WaitTimeout < time.Millisecond:
+		// WAIT counts milliseconds, and WAIT n 0 would block for ever.
+		return fmt.Errorf("rediscache: WaitTimeout %v is shorter than 1ms", o.WaitTimeout)
+	case o.WaitReplicas > 0 && o.WaitTimeout >= o.CallTimeout:
+		return fmt.Errorf("rediscache: WaitTimeout %v must be shorter than CallTimeout %v", o.WaitTimeout, o.CallTimeout)
 	}
 	switch {
 	case o.SessionTTL < time.Second:
@@ -111,6 +147,11 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	}
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
+	}
+	if _, ok := rdb.(*redis.Client); opts.WaitReplicas > 0 && !ok {
+		// WAIT counts the writes of its own connection; a cluster or ring
+		// pipeline may send it to another node.
+		return nil, fmt.Errorf("rediscache: WaitReplicas needs a *redis.Client (a single Redis or Sentinel), not %T", rdb)
 	}
 	layout, err := NewLayout(opts.Prefix, opts.Channel, opts.Stripes)
 	if err != nil {

@@ -35,6 +35,7 @@ type storeState struct {
 	publishedNoReceivers atomic.Uint64
 	fillsRefused         atomic.Uint64
 	revokeErrors         atomic.Uint64
+	notReplicated        atomic.Uint64
 
 	// hookAfterIndex, when a test sets it before using the Cache, runs in
 	// Fill between the index script and the fill script.
@@ -54,6 +55,10 @@ type Stats struct {
 	// RevokeErrors counts revocations that failed, each session of a
 	// user-wide revocation counting once.
 	RevokeErrors uint64
+	// NotReplicated counts WAITs after revocation writes (Options.
+	// WaitReplicas) that fewer replicas acknowledged in time, or that
+	// failed.
+	NotReplicated uint64
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
@@ -63,6 +68,7 @@ func (c *Cache) Stats() Stats {
 		PublishedNoReceivers: c.store.publishedNoReceivers.Load(),
 		FillsRefused:         c.store.fillsRefused.Load(),
 		RevokeErrors:         c.store.revokeErrors.Load(),
+		NotReplicated:        c.store.notReplicated.Load(),
 	}
 }
 
@@ -255,18 +261,58 @@ func pairs(fields []any) (map[string]string, error) {
 // publishes even when the session was revoked already, so a retry fans out
 // again. The call is bounded by Options.CallTimeout within ctx; an invalid
 // id sends nothing.
+//
+// With Options.WaitReplicas set, a revocation written and published but
+// not acknowledged by enough replicas returns its message and an error
+// wrapping ErrNotReplicated.
 func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidation, error) {
 	if err := session.ValidateID(id); err != nil {
 		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session: %w", err)
 	}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	res, err := c.revokeSessionCmd(cctx, c.rdb, id, revokeSessionScript.Run).Int64Slice()
+	var cmd, wait *redis.Cmd
+	if c.opts.WaitReplicas > 0 {
+		// The WAIT must follow the write on its connection: one pipeline.
+		pipe := c.rdb.Pipeline()
+		cmd = c.revokeSessionCmd(cctx, pipe, id, revokeSessionScript.Eval)
+		wait = c.waitCmd(cctx, pipe)
+		_, _ = pipe.Exec(cctx) // errors are read per command below
+	} else {
+		cmd = c.revokeSessionCmd(cctx, c.rdb, id, revokeSessionScript.Run)
+	}
+	res, err := cmd.Int64Slice()
 	m, err := c.sessionRevoked(id, res, err)
 	if err != nil {
 		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
 	}
+	if err := c.replicated(wait); err != nil {
+		return m, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
+	}
 	return m, nil
+}
+
+// waitCmd queues WAIT WaitReplicas WaitTimeout on pipe.
+func (c *Cache) waitCmd(ctx context.Context, pipe redis.Pipeliner) *redis.Cmd {
+	return pipe.Do(ctx, "WAIT", c.opts.WaitReplicas, c.opts.WaitTimeout.Milliseconds())
+}
+
+// replicated checks the reply of a WAIT sent after revocation writes; a nil
+// wait (Options.WaitReplicas 0) passes.
+func (c *Cache) replicated(wait *redis.Cmd) error {
+	if wait == nil {
+		return nil
+	}
+	n, err := wait.Int64()
+	switch {
+	case err != nil:
+		c.store.notReplicated.Add(1)
+		return fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, err)
+	case n < int64(c.opts.WaitReplicas):
+		c.store.notReplicated.Add(1)
+		return fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, n, c.opts.WaitReplicas, c.opts.WaitTimeout)
+	}
+	return nil
 }
 
 // revokeSessionCmd runs the revoke_session script for id with run, which is
@@ -316,17 +362,32 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalida
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user: %w", err)
 	}
 	k := c.layout.Stripe(userID)
+	keys := []string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID), c.layout.SeqKey(k), c.layout.LogKey(k)}
+	args := []any{userID, (2 * c.opts.FillWindow).Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds()}
 	cctx, cancel := c.call(ctx)
-	res, err := revokeUserScript.Run(cctx, c.rdb,
-		[]string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID), c.layout.SeqKey(k), c.layout.LogKey(k)},
-		userID, (2 * c.opts.FillWindow).Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds()).Slice()
+	var cmd, wait *redis.Cmd
+	if c.opts.WaitReplicas > 0 {
+		pipe := c.rdb.Pipeline()
+		cmd = revokeUserScript.Eval(cctx, pipe, keys, args...)
+		wait = c.waitCmd(cctx, pipe)
+		_, _ = pipe.Exec(cctx) // errors are read per command below
+	} else {
+		cmd = revokeUserScript.Run(cctx, c.rdb, keys, args...)
+	}
+	res, err := cmd.Slice()
 	cancel()
 	m, ids, err := c.userRevoked(userID, res, err)
 	if err != nil {
 		c.store.revokeErrors.Add(1)
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
 	}
+	// Not replicated: the sessions are revoked all the same, and the
+	// error is reported after them.
+	notReplicated := c.replicated(wait)
 	revoked, err := c.revokeSessions(ctx, ids)
+	if err == nil {
+		err = notReplicated
+	}
 	if err != nil {
 		return m, revoked, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
 	}
@@ -363,8 +424,9 @@ func (c *Cache) userRevoked(userID string, res []any, err error) (session.Invali
 
 // revokeSessions revokes ids in pipelines of plain EVAL (never EVALSHA, so a
 // flushed script cache cannot fail a pipeline), each pipeline bounded by
-// Options.CallTimeout. Ids that fail ValidateID are skipped and reported.
-// It returns the ids revoked and the first error.
+// Options.CallTimeout and, with Options.WaitReplicas, ended by a WAIT. Ids
+// that fail ValidateID are skipped and reported. It returns the ids revoked
+// and the first error.
 func (c *Cache) revokeSessions(ctx context.Context, ids []string) ([]string, error) {
 	var firstErr error
 	fail := func(err error) {
@@ -391,8 +453,15 @@ func (c *Cache) revokeSessions(ctx context.Context, ids []string) ([]string, err
 		for i, id := range batch {
 			cmds[i] = c.revokeSessionCmd(cctx, pipe, id, revokeSessionScript.Eval)
 		}
+		var wait *redis.Cmd
+		if c.opts.WaitReplicas > 0 {
+			wait = c.waitCmd(cctx, pipe)
+		}
 		_, _ = pipe.Exec(cctx) // errors are read per command below
 		cancel()
+		if err := c.replicated(wait); err != nil {
+			fail(fmt.Errorf("%d sessions: %w", len(batch), err))
+		}
 		for i, id := range batch {
 			res, err := cmds[i].Int64Slice()
 			if _, err := c.sessionRevoked(id, res, err); err != nil {
