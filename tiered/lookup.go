@@ -23,17 +23,22 @@ func (c *Cache) Lookup(ctx context.Context, id string) (session.Record, error) {
 
 // LookupTier is Lookup that also reports which tier answered.
 func (c *Cache) LookupTier(ctx context.Context, id string) (session.Record, Tier, error) {
+	// L1 stores only records that passed validation, so a hit proves id
+	// valid, and the id is validated after a miss, before any other tier
+	// sees it. The length bound keeps an oversized id from being hashed.
+	if len(id) <= session.MaxIDLength {
+		if rec, ok := c.l1.Get(id); ok {
+			// L1 counts its hits; Stats derives L1Hits from that count,
+			// so a hit pays for one counter, taken under L1's lock.
+			if rec.Status == session.StatusRevoked || c.trustL1() {
+				return rec, TierL1, nil
+			}
+			c.stats.l1Distrusted.Add(1)
+		}
+	}
 	if err := session.ValidateID(id); err != nil {
 		c.stats.invalidIDs.Add(1)
 		return session.Record{}, TierNone, err
-	}
-	if rec, ok := c.l1.Get(id); ok {
-		// L1 counts its hits; Stats derives L1Hits from that count, so a
-		// hit pays for one counter, taken under L1's lock.
-		if rec.Status == session.StatusRevoked || c.trustL1() {
-			return rec, TierL1, nil
-		}
-		c.stats.l1Distrusted.Add(1)
 	}
 	if c.knownUnknown(id) {
 		c.stats.negativeHits.Add(1)

@@ -1,0 +1,111 @@
+package security
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/galaxy-game/sessioncache/backend"
+	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/session"
+	"github.com/galaxy-game/sessioncache/tiered"
+)
+
+var ctx = context.Background()
+
+var seedFlag = flag.Uint64("security.seed", 0, "seed of the randomized tests; 0 draws a new one")
+
+// newRand returns the random source of a randomized test and logs its seed
+// with the command that replays it.
+func newRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	t.Logf("seed %d (replay: go test ./internal/security -run '^%s$' -security.seed %d)", seed, t.Name(), seed)
+	return rand.New(rand.NewPCG(seed, seed^0x5ec))
+}
+
+// replicaConfig describes one gateway replica: a tiered cache on its own
+// Redis client.
+type replicaConfig struct {
+	name       string
+	client     redis.UniversalClient // closed when the test ends
+	backendURL string
+	l2         rediscache.Options
+	logger     *slog.Logger // for tiered, its subscriber and rediscache
+	edit       func(*tiered.Options)
+	noWait     bool // do not wait for the first sync
+}
+
+// startReplica starts a tiered cache and, unless cfg.noWait, waits until
+// its subscription is synced. It is closed when the test ends.
+func startReplica(t *testing.T, cfg replicaConfig) *tiered.Cache {
+	t.Helper()
+	l2opts := cfg.l2
+	if l2opts.Logger == nil {
+		l2opts.Logger = cfg.logger
+	}
+	l2, err := rediscache.New(cfg.client, l2opts)
+	if err != nil {
+		t.Fatalf("rediscache.New: %v", err)
+	}
+	be, err := backend.New(backend.Options{BaseURL: cfg.backendURL})
+	if err != nil {
+		t.Fatalf("backend.New: %v", err)
+	}
+	opts := tiered.Options{Redis: l2, Backend: be, Logger: cfg.logger, Subscriber: rediscache.SubscriberOptions{Name: cfg.name}}
+	if cfg.edit != nil {
+		cfg.edit(&opts)
+	}
+	c, err := tiered.New(opts)
+	if err != nil {
+		t.Fatalf("tiered.New: %v", err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		be.CloseIdleConnections()
+		cfg.client.Close()
+	})
+	if !cfg.noWait {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := c.WaitSynced(wctx); err != nil {
+			t.Fatalf("replica %s: WaitSynced: %v", cfg.name, err)
+		}
+	}
+	return c
+}
+
+// plainClient returns a client of addr named name, with per-call deadlines.
+func plainClient(addr, name string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, ClientName: name, ContextTimeoutEnabled: true})
+}
+
+// eventually polls cond until it holds, failing the test after timeout.
+// The tiered package has no hook outside itself, so these tests observe
+// what a replica did (its L1, its counters) by polling with a deadline.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: "+format, append([]any{timeout}, args...)...)
+		}
+		<-tick.C
+	}
+}
+
+// revokedInL1 reports whether the replica's L1 holds id as revoked.
+func revokedInL1(c *tiered.Cache, id string) bool {
+	r, ok := c.Local().Get(id)
+	return ok && r.Status == session.StatusRevoked
+}
