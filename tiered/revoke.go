@@ -162,6 +162,10 @@ func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	return err
 }
 
+// maxFanout is the longest delay recorded as fan-out; anything longer is a
+// replayed, forged or clock-skewed message, not a measure of propagation.
+const maxFanout = time.Minute
+
 // apply handles one message from the channel: flip L1.
 func (c *Cache) apply(m session.Invalidation) {
 	if m.SessionID != "" {
@@ -170,8 +174,12 @@ func (c *Cache) apply(m session.Invalidation) {
 		c.l1.RevokeUser(m.UserID, m.AtMS)
 	}
 	c.stats.invalidationsApplied.Add(1)
+	// at_ms is Redis time from the revocation script; a hand-typed or
+	// forged message may carry anything, so only plausible delays count.
 	if m.AtMS > 0 {
-		c.stats.fanout.observe(elapsedMS(c.opts.Now(), m.AtMS))
+		if d := elapsedMS(c.opts.Now(), m.AtMS); d >= -time.Second && d <= maxFanout {
+			c.stats.fanout.observe(max(d, 0))
+		}
 	}
 	if h := c.hooks.applied; h != nil {
 		h(m)
