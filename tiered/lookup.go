@@ -103,6 +103,9 @@ type flight struct {
 // context detached from any one caller (bounded by FetchTimeout and Close),
 // so a caller that gives up does not fail the others.
 func (c *Cache) fetchShared(ctx context.Context, id string) (session.Record, Tier, error) {
+	if h := c.hooks.beforeFlight; h != nil {
+		h(id)
+	}
 	ch := c.flights.DoChan(id, func() (any, error) { return c.fetch(id) })
 	select {
 	case res := <-ch:

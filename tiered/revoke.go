@@ -2,7 +2,6 @@ package tiered
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/galaxy-game/sessioncache/rediscache"
@@ -47,12 +46,7 @@ func (c *Cache) Revoke(ctx context.Context, id string) error {
 	at := c.nowMS()
 	c.revokeLocal(id, at)
 	c.pending.add(id, "", at)
-	_, err := c.l2.RevokeSession(ctx, id)
-	c.countPublish(err)
-	if err == nil {
-		c.pending.done(id, "")
-	}
-	return err
+	return c.writeSync(ctx, revokeJob{id: id})
 }
 
 // RevokeUser revokes every session of a user in L1 and then in Redis,
@@ -64,12 +58,7 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) error {
 	at := c.nowMS()
 	c.l1.RevokeUser(userID, at)
 	c.pending.add("", userID, at)
-	_, _, err := c.l2.RevokeUser(ctx, userID)
-	c.countPublish(err)
-	if err == nil {
-		c.pending.done("", userID)
-	}
-	return err
+	return c.writeSync(ctx, revokeJob{userID: userID})
 }
 
 func (c *Cache) revokeLocal(id string, atMS int64) {
@@ -79,12 +68,14 @@ func (c *Cache) revokeLocal(id string, atMS int64) {
 
 func (c *Cache) nowMS() int64 { return c.opts.Now().UnixMilli() }
 
-func (c *Cache) countPublish(err error) {
+// writeSync is the one attempt of Revoke and RevokeUser; a failure is
+// counted and returned to the caller.
+func (c *Cache) writeSync(ctx context.Context, j revokeJob) error {
+	err := c.writeRevocation(ctx, j)
 	if err != nil {
 		c.stats.revokeFailures.Add(1)
-		return
 	}
-	c.stats.revocationsPublished.Add(1)
+	return err
 }
 
 // enqueue hands a revocation to the worker. When the queue is full the
@@ -99,7 +90,7 @@ func (c *Cache) enqueue(j revokeJob) {
 	default:
 	}
 	c.stats.revokeQueueFull.Add(1)
-	c.writeRevocation(c.ctx, j)
+	_ = c.writeSync(c.ctx, j)
 }
 
 func (c *Cache) revokeWorker() {
@@ -120,17 +111,20 @@ func (c *Cache) revokeWorker() {
 	}
 }
 
-// retryRevocation attempts a revocation up to RevokeTries times with
-// exponential backoff from 50 ms, capped at 2 s, until Close.
+// retryRevocation attempts a revocation until it succeeds, RevokeRetryFor
+// has passed, or the Cache closes, with exponential backoff from 50 ms
+// capped at 2 s. Only a revocation given up for good counts as a failure.
 func (c *Cache) retryRevocation(j revokeJob) {
+	deadline := c.opts.Now().Add(c.opts.RevokeRetryFor)
 	backoff := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		err := c.writeRevocation(c.ctx, j)
-		if err == nil || errors.Is(err, session.ErrInvalidID) {
+		if err == nil {
 			return
 		}
-		if try >= c.opts.RevokeTries {
-			c.opts.Logger.Error("revocation not written to Redis; replicas rely on their L1 TTL",
+		if c.opts.Now().Add(backoff).After(deadline) {
+			c.stats.revokeFailures.Add(1)
+			c.opts.Logger.Error("revocation not written to Redis; other replicas rely on their L1 TTL",
 				"id", session.Redact(j.id), "user", session.Redact(j.userID), "tries", try, "err", err)
 			return
 		}
@@ -147,7 +141,7 @@ func (c *Cache) retryRevocation(j revokeJob) {
 	}
 }
 
-// writeRevocation makes one attempt; a failure is counted.
+// writeRevocation makes one attempt.
 func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	var err error
 	if j.userID != "" {
@@ -155,8 +149,8 @@ func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	} else {
 		_, err = c.l2.RevokeSession(ctx, j.id)
 	}
-	c.countPublish(err)
 	if err == nil {
+		c.stats.revocationsPublished.Add(1)
 		c.pending.done(j.id, j.userID)
 	}
 	return err

@@ -533,12 +533,11 @@ type failoverResult struct {
 // from just before the kill until the end, so only Redis can answer a
 // lookup that misses L1.
 func scaleFailover(t *testing.T, e *scaleEnv, onVictim func(key string) bool, kill func(), healthy func() error) failoverResult {
-	// r1 revokes during the failover through MarkRevoked. Its worker's
-	// default budget (RevokeTries 8: about 5.2s of backoff) is about the
-	// length of a Sentinel failover with a 1s down-after, so give it 20
-	// tries (about 29s); SCALING.md tells operators to size it the same way.
+	// r1 revokes during the failover through MarkRevoked; its worker
+	// retries for RevokeRetryFor (2 minutes by default), which outlasts the
+	// failover.
 	rs := []*scaleReplica{
-		e.replica(t, "r1", testHooks{}, func(o *Options) { o.RevokeTries = 20 }),
+		e.replica(t, "r1", testHooks{}),
 		e.replica(t, "r2", testHooks{}),
 		e.replica(t, "r3", testHooks{}),
 	}

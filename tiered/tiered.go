@@ -50,12 +50,12 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultNegativeTTL  = 5 * time.Second
-	DefaultNegativeSize = 10000
-	DefaultStaleBound   = time.Second
-	DefaultFetchTimeout = 3 * time.Second
-	DefaultRevokeQueue  = 4096
-	DefaultRevokeTries  = 8
+	DefaultNegativeTTL    = 5 * time.Second
+	DefaultNegativeSize   = 10000
+	DefaultStaleBound     = time.Second
+	DefaultFetchTimeout   = 3 * time.Second
+	DefaultRevokeQueue    = 4096
+	DefaultRevokeRetryFor = 2 * time.Minute
 )
 
 // ErrClosed reports a call on a closed Cache.
@@ -98,9 +98,12 @@ type Options struct {
 	// RevokeQueue is the capacity of the background revocation queue used
 	// by MarkRevoked and MarkAllRevokedForUser. Default DefaultRevokeQueue.
 	RevokeQueue int
-	// RevokeTries is how many times a background revocation is attempted
-	// before it is counted as failed. Default DefaultRevokeTries.
-	RevokeTries int
+	// RevokeRetryFor is how long a background revocation (MarkRevoked,
+	// MarkAllRevokedForUser) is retried, with backoff from 50 ms to 2 s,
+	// before it is counted as failed. It must outlast a Redis failover
+	// (Sentinel's down-after-milliseconds or cluster-node-timeout plus a
+	// few seconds). Default DefaultRevokeRetryFor.
+	RevokeRetryFor time.Duration
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now. When Now is set and Local.Now is
@@ -136,8 +139,8 @@ func (o *Options) setDefaults() error {
 	if o.RevokeQueue == 0 {
 		o.RevokeQueue = DefaultRevokeQueue
 	}
-	if o.RevokeTries == 0 {
-		o.RevokeTries = DefaultRevokeTries
+	if o.RevokeRetryFor == 0 {
+		o.RevokeRetryFor = DefaultRevokeRetryFor
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -159,8 +162,8 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("tiered: negative FetchTimeout %v", o.FetchTimeout)
 	case o.RevokeQueue < 0:
 		return fmt.Errorf("tiered: negative RevokeQueue %d", o.RevokeQueue)
-	case o.RevokeTries < 0:
-		return fmt.Errorf("tiered: negative RevokeTries %d", o.RevokeTries)
+	case o.RevokeRetryFor < 0:
+		return fmt.Errorf("tiered: negative RevokeRetryFor %v", o.RevokeRetryFor)
 	}
 	if w := o.Redis.FillWindow(); 2*o.FetchTimeout > w {
 		return fmt.Errorf("tiered: FetchTimeout %v is more than half of the rediscache FillWindow %v", o.FetchTimeout, w)
@@ -222,6 +225,7 @@ var _ session.Cache = (*Cache)(nil)
 type testHooks struct {
 	afterL2Read      func(id string)
 	afterBackendRead func(id string)
+	beforeFlight     func(id string) // a lookup is about to join or start a backend call
 	applied          func(m session.Invalidation)
 	event            func(e rediscache.Event)
 }

@@ -194,21 +194,25 @@ func TestL2FillRacingInvalidation(t *testing.T) {
 }
 
 func TestConcurrentColdLookupsShareOneBackendCall(t *testing.T) {
-	e := newEnv(t)
-	a := e.replica(t, "a", testHooks{})
-	rec, _ := e.backend.NewSession("user-1")
-	release := make(chan struct{})
-	e.backend.SetBeforeRespond(func(string, session.Record, bool) { <-release })
 	const n = 1000
+	e := newEnv(t)
+	var joined atomic.Int64
+	allJoined := make(chan struct{})
+	a := e.replica(t, "a", testHooks{beforeFlight: func(string) {
+		if joined.Add(1) == n {
+			close(allJoined)
+		}
+	}})
+	rec, _ := e.backend.NewSession("user-1")
+	// The backend answers only once every lookup has reached the shared
+	// call, so none can come late and start a second one.
+	e.backend.SetBeforeRespond(func(string, session.Record, bool) { <-allJoined })
 	var wg sync.WaitGroup
-	var started sync.WaitGroup
-	started.Add(n)
 	errs := make(chan error, n)
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			started.Done()
 			got, err := a.Lookup(ctx, rec.DeviceSessionID)
 			if err == nil && got != rec {
 				err = fmt.Errorf("got %+v", got)
@@ -216,8 +220,6 @@ func TestConcurrentColdLookupsShareOneBackendCall(t *testing.T) {
 			errs <- err
 		}()
 	}
-	started.Wait()
-	close(release)
 	wg.Wait()
 	close(errs)
 	for err := range errs {

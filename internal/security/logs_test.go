@@ -66,7 +66,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	wrongPassword := "wrong-" + gatewayPassword
 	proxy := toxitest.Start(t, srv.Addr)
 	fast := func(o *tiered.Options) {
-		o.RevokeTries = 3
+		o.RevokeRetryFor = 500 * time.Millisecond
 		o.Subscriber.HeartbeatInterval = 100 * time.Millisecond
 	}
 	a := startReplica(t, replicaConfig{name: "logs-a", client: userClient(t, "gateway", gatewayPassword, proxy.Addr(), "logs-a"),
