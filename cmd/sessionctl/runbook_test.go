@@ -121,7 +121,7 @@ type runbook struct {
 	lib      *rediscache.Cache // default layout
 	staging  *rediscache.Cache // prefix "staging:"
 	cluster  *redistest.Cluster
-	clib     *rediscache.Cache // 12 stripes on the cluster
+	clib     *rediscache.Cache // 16 stripes on the cluster
 	curl     string            // cluster URL for sessionctl
 	replicas []*tiered.Cache
 	users    map[string][]string // user id -> session ids, as filled
@@ -320,7 +320,7 @@ func TestRunbook(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.cluster = redistest.StartCluster(t, redistest.ClusterOptions{})
-	if r.clib, err = rediscache.New(r.cluster.Client(t), rediscache.Options{Stripes: 12}); err != nil {
+	if r.clib, err = rediscache.New(r.cluster.Client(t), rediscache.Options{Stripes: 16}); err != nil {
 		t.Fatal(err)
 	}
 	addrs := r.cluster.Addrs()
@@ -558,7 +558,7 @@ func TestRunbook(t *testing.T) {
 				t.Errorf("%s printed %q, want %q", line, out, seq)
 			}
 		},
-		"sessionctl inspect -cluster -stripes 12 <id>": func(c runbookCmd, line string, v map[string]string) {
+		"sessionctl inspect -cluster -stripes 16 <id>": func(c runbookCmd, line string, v map[string]string) {
 			out := r.ctlOut(line)
 			l := r.clib.Layout()
 			for _, want := range []string{
@@ -582,7 +582,7 @@ func TestRunbook(t *testing.T) {
 				t.Errorf("%s printed:\n%s\nwant the revocation of %s", line, out, v["<id>"])
 			}
 		},
-		"sessionctl stats -cluster -stripes 12": func(c runbookCmd, line string, v map[string]string) {
+		"sessionctl stats -cluster -stripes 16": func(c runbookCmd, line string, v map[string]string) {
 			if out := r.ctlOut(line); !strings.Contains(out, "sessions      6 keys matching session:*\n  active      5\n  revoked     1 ") {
 				t.Errorf("%s printed:\n%s\nwant 6 sessions, 5 active, over every master", line, out)
 			}
