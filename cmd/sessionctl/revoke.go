@@ -27,9 +27,11 @@ type revokeReport struct {
 	// Sessions are the sessions revoke-user revoked (one message each).
 	Sessions []string `json:"sessions,omitempty"`
 	// Published counts the messages published; NoReceivers those that no
-	// subscriber received (PUBLISH returned 0).
+	// subscriber received (PUBLISH returned 0). On a cluster PUBLISH counts
+	// only the subscribers of the node that ran it (PerNode).
 	Published   uint64 `json:"published"`
 	NoReceivers uint64 `json:"published_no_receivers"`
+	PerNode     bool   `json:"receivers_per_node,omitempty"`
 	// Listeners is PUBSUB NUMSUB of the channel afterwards, summed over
 	// the nodes (-1 when it could not be read).
 	Listeners int64  `json:"listeners"`
@@ -97,6 +99,7 @@ session in the user's index. Safe to repeat after a failure.`)
 	}
 	st := c.Stats()
 	rep.Published, rep.NoReceivers = st.Published, st.PublishedNoReceivers
+	_, rep.PerNode = rdb.(*redis.ClusterClient)
 	rep.Listeners = numSub(ctx, rdb, rep.Channel)
 	if revErr != nil {
 		_, rep.Error = describe(revErr)
@@ -151,6 +154,9 @@ func printRevoke(w io.Writer, r revokeReport) {
 	case r.Published == 0:
 	case r.NoReceivers == 0:
 		fmt.Fprintf(w, "receivers: every message reached at least one subscriber; %s now\n", listeners(r.Listeners))
+	case r.PerNode:
+		fmt.Fprintf(w, "receivers: %d of %d messages had no subscriber on the node that published them (a cluster PUBLISH counts only that node's subscribers, and still reaches every node); %s now\n",
+			r.NoReceivers, r.Published, listeners(r.Listeners))
 	default:
 		fmt.Fprintf(w, "receivers: %d of %d messages reached NO subscriber (replicas learn of them from the log when they resync); %s now\n",
 			r.NoReceivers, r.Published, listeners(r.Listeners))
