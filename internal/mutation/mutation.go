@@ -1,0 +1,63 @@
+// Package mutation holds test-only switches that each disable one safety
+// guard of the session cache, so that the chaos tests can show that their
+// checker notices when a guard is missing (that the tests have teeth).
+//
+// The library calls Disabled at each guard:
+//
+//	if mutation.Disabled(mutation.GuardedFill) { ... the unguarded path ... }
+//
+// In an ordinary build (without the build tag sessioncache_mutation),
+// Disabled is a constant false that the compiler inlines, so the guarded
+// branch and everything only it reaches are compiled away: production
+// binaries pay nothing. Built with -tags sessioncache_mutation, Disable
+// turns a guard off for the whole process until the function it returns is
+// called. That process-wide switch is the one piece of package-level mutable
+// state in the module, and it exists only in that build.
+//
+// Disabled is safe for concurrent use; Disable is meant for a test's own
+// goroutine, with nothing else toggling the same guard.
+package mutation
+
+import "strconv"
+
+// Guard names one safety guard.
+type Guard int
+
+// The guards that can be disabled.
+const (
+	// GuardedFill is the L2 fill script's check that refuses to write an
+	// active record over a revoked one (rediscache.Cache.Fill). Disabled,
+	// Fill writes the record with a plain HSET.
+	GuardedFill Guard = iota + 1
+	// L1Generation is the L1 token check (localcache Fill and Check): a
+	// record read from a lower tier before an invalidation of its session
+	// or user is stored, or answered, as revoked. Disabled, it is stored
+	// as read.
+	L1Generation
+	// Resync is the subscriber's sync after a reconnect: replay of the
+	// invalidations missed from the log, or DropActive when they are no
+	// longer there. Disabled, the subscriber takes the counters as its new
+	// position and reports a sync without replaying or dropping anything.
+	Resync
+	// GapDetection is the subscriber's check of each message's sequence
+	// number. Disabled, a message that skips numbers is applied and its
+	// number taken as the position, without replaying what was skipped.
+	GapDetection
+
+	numGuards = iota
+)
+
+var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection"}
+
+// String returns the guard's name, for example "GuardedFill".
+func (g Guard) String() string {
+	if g <= 0 || int(g) >= len(names) {
+		return "Guard(" + strconv.Itoa(int(g)) + ")"
+	}
+	return names[g]
+}
+
+// Guards lists every guard, in declaration order.
+func Guards() []Guard {
+	return []Guard{GuardedFill, L1Generation, Resync, GapDetection}
+}
