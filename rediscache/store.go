@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -191,6 +192,9 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 	}
 	if c.store.hookAfterIndex != nil {
 		c.store.hookAfterIndex()
+	}
+	if mutation.Disabled(mutation.GuardedFill) {
+		return c.fillUnguarded(ctx, r)
 	}
 	revokedAt := ""
 	if r.RevokedAtMS != nil {
