@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -350,6 +351,9 @@ func (c *Cache) Check(t Token, r session.Record) session.Record {
 // invalidated after t was taken, and the atMS of the latest remembered such
 // invalidation (0 if none or unknown).
 func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, stale bool) {
+	if mutation.Disabled(mutation.L1Generation) {
+		return 0, false
+	}
 	var at uint64
 	if inv, ok := c.idInv[r.DeviceSessionID]; ok && inv.epoch > t.epoch {
 		at, atMS, stale = inv.epoch, inv.atMS, true
