@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -33,6 +34,12 @@ func (r *runState) sync(ctx context.Context, reason string) error {
 		copy(r.lastAt, ats)
 		r.based = true
 		r.synced(ReasonStart, 0, true)
+		return nil
+	}
+	if mutation.Disabled(mutation.Resync) {
+		copy(r.last, seqs)
+		copy(r.lastAt, ats)
+		r.synced(reason, 0, false)
 		return nil
 	}
 	replayed := 0
