@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -525,6 +526,10 @@ func (r *runState) handle(ctx context.Context, payload string) error {
 	case m.Seq == r.last[k]+1:
 		r.last[k], r.lastAt[k] = m.Seq, m.AtMS
 	case m.Seq > r.last[k]:
+		if mutation.Disabled(mutation.GapDetection) {
+			r.last[k], r.lastAt[k] = m.Seq, m.AtMS
+			break
+		}
 		return r.gap(ctx, m)
 	case r.lastAt[k] > 0 && m.AtMS > r.lastAt[k]:
 		// Not a duplicate: it is newer than the message that took
