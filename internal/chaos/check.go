@@ -1,0 +1,145 @@
+package chaos
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// Violation is one breach the checker found.
+type Violation struct {
+	// Kind is "active-after-revoked" (a replica answered active after it
+	// had answered revoked), "stale-active" (an active answer to a lookup
+	// that began more than the bound after a revocation of the session
+	// returned) or "l2-model" (the Redis register broke its model).
+	Kind   string
+	Detail string
+}
+
+func (v Violation) String() string { return v.Kind + ": " + v.Detail }
+
+// Report is the verdict on one history.
+type Report struct {
+	Violations []Violation
+	// Lookups counts lookups by answer.
+	Lookups map[Answer]int
+	// MaxStale is the longest time after a revocation returned at which
+	// a lookup of a covered session began and was answered active (0 if
+	// none was): how close the history came to the bound.
+	MaxStale time.Duration
+	L2       porcupine.CheckResult
+	L2Ops    int
+	// Visualization is the path of porcupine's HTML rendering when the
+	// L2 check failed.
+	Visualization string
+}
+
+// Check checks a history: per (replica, session), no active answer to a
+// lookup that began after that replica had answered revoked; no active
+// answer to a lookup that began more than bound after a revocation covering
+// the session returned; and the L2 operations against the register model
+// (porcupine, with l2Timeout). A failing porcupine check writes its
+// visualization under visDir.
+func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
+	rep := Report{Lookups: map[Answer]int{}}
+	lookups := slices.Clone(h.Lookups)
+	slices.SortFunc(lookups, func(a, b Lookup) int { return a.Call.Compare(b.Call) })
+	for _, l := range lookups {
+		rep.Lookups[l.Answer]++
+	}
+	at := func(t time.Time) time.Duration { return t.Sub(h.Start).Round(time.Millisecond) }
+
+	// (a) per replica and session, the first revoked answer.
+	type key struct {
+		replica int
+		session string
+	}
+	firstRevoked := map[key]Lookup{}
+	for _, l := range lookups {
+		if l.Answer != AnswerRevoked {
+			continue
+		}
+		k := key{l.Replica, l.Session}
+		if f, ok := firstRevoked[k]; !ok || l.Return.Before(f.Return) {
+			firstRevoked[k] = l
+		}
+	}
+	// A revocation that never got written to Redis (every retry failed)
+	// leaves L2 active by design ("replicas rely on their L1 TTL"): its
+	// sessions are exempt from (a).
+	unwritten := map[string]bool{}
+	for _, rv := range h.Revocations {
+		if !rv.OK {
+			for _, id := range rv.Covered {
+				unwritten[id] = true
+			}
+		}
+	}
+	for _, l := range lookups {
+		if l.Answer != AnswerActive || unwritten[l.Session] {
+			continue
+		}
+		if f, ok := firstRevoked[key{l.Replica, l.Session}]; ok && l.Call.After(f.Return) {
+			rep.Violations = append(rep.Violations, Violation{Kind: "active-after-revoked", Detail: fmt.Sprintf(
+				"replica-%d answered %s active (tier %v) at %v, after answering revoked at %v (tier %v)",
+				l.Replica, session.Redact(l.Session), l.Tier, at(l.Call), at(f.Return), f.Tier)})
+		}
+	}
+
+	// (b) the staleness bound after each revocation that returned.
+	for _, rv := range h.Revocations {
+		if !rv.OK {
+			continue
+		}
+		for _, id := range rv.Covered {
+			for _, l := range lookups {
+				if l.Session != id || l.Answer != AnswerActive || !l.Call.After(rv.Return) {
+					continue
+				}
+				stale := l.Call.Sub(rv.Return)
+				rep.MaxStale = max(rep.MaxStale, stale)
+				if stale > bound {
+					what := "session"
+					if rv.User != "" {
+						what = "user " + rv.User
+					}
+					rep.Violations = append(rep.Violations, Violation{Kind: "stale-active", Detail: fmt.Sprintf(
+						"replica-%d answered %s active (tier %v) at %v, %v after the revocation (%s, via replica-%d) returned at %v; bound %v",
+						l.Replica, session.Redact(id), l.Tier, at(l.Call), stale.Round(time.Millisecond), what, rv.Replica, at(rv.Return), bound)})
+				}
+			}
+		}
+	}
+
+	// (c) the L2 register.
+	rep.L2Ops = len(h.L2)
+	l2 := CheckL2(h.L2, l2Timeout, visDir, fmt.Sprintf("sessioncache-chaos-l2-%d", h.Seed))
+	rep.L2, rep.Visualization = l2.Result, l2.Visualization
+	for id, ops := range l2.Illegal {
+		var b strings.Builder
+		for _, op := range ops {
+			fmt.Fprintf(&b, "\n      %v..%v %s", time.Duration(op.Call).Round(time.Millisecond),
+				retString(op), l2Model.DescribeOperation(op, op.Out))
+		}
+		rep.Violations = append(rep.Violations, Violation{Kind: "l2-model", Detail: fmt.Sprintf(
+			"porcupine: session %s broke the register model (visualization: %s); its operations:%s",
+			session.Redact(id), rep.Visualization, b.String())})
+	}
+	if l2.Result == porcupine.Unknown {
+		rep.Violations = append(rep.Violations, Violation{Kind: "l2-model", Detail: fmt.Sprintf(
+			"porcupine: no verdict within %v over %d operations", l2Timeout, rep.L2Ops)})
+	}
+	return rep
+}
+
+func retString(op L2Op) string {
+	if op.Unknown {
+		return "?"
+	}
+	return time.Duration(op.Return).Round(time.Millisecond).String()
+}
