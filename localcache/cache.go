@@ -120,8 +120,10 @@ type entry struct {
 	// Cache.base (monotonic when the clock provides a monotonic reading).
 	expires time.Duration
 	// prev and next link the entry into its SLRU segment; protected tells
-	// which segment.
+	// which segment; stamp is slru.moves when it last moved to the front
+	// of the protected segment.
 	prev, next *entry
+	stamp      uint64
 	protected  bool
 	// uprev and unext link the active entries of one user.
 	uprev, unext *entry

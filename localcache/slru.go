@@ -11,7 +11,11 @@ package localcache
 // LRU gets 84.5% (localcache's BenchmarkHitRatio).
 //
 // The lists are intrusive (the links are fields of entry), so a hit, a
-// promotion and a demotion move pointers and allocate nothing.
+// promotion and a demotion move pointers and allocate nothing. A hit on a
+// protected entry that is already among the most recent quarter of its
+// segment does not move it (the order within that quarter never decides
+// an eviction), so that the hottest sessions are read without writing to
+// their neighbours' cache lines.
 
 // protectedShare is the largest share of Size in the protected segment, as
 // a fraction protectedNum/protectedDen.
@@ -72,12 +76,20 @@ type slru struct {
 	protected    segment
 	size         int // the bound on len(items)
 	protectedCap int // the bound on protected.n
+	// moves counts the entries put at the front of the protected segment;
+	// an entry's stamp is moves at its last move, so moves-stamp bounds
+	// its distance from the front.
+	moves uint64
+	// recent is the distance from the front within which a protected
+	// entry is not moved by a hit: protectedCap/4.
+	recent uint64
 }
 
 func (l *slru) init(size int) {
 	l.items = make(map[string]*entry)
 	l.size = size
 	l.protectedCap = size * protectedNum / protectedDen
+	l.recent = uint64(l.protectedCap / 4)
 	l.probation.init()
 	l.protected.init()
 }
@@ -93,13 +105,20 @@ func (l *slru) peek(id string) *entry { return l.items[id] }
 func (l *slru) touch(e *entry) {
 	switch {
 	case e.protected:
+		if l.moves-e.stamp < l.recent {
+			return
+		}
 		l.protected.moveToFront(e)
+		l.moves++
+		e.stamp = l.moves
 	case l.protectedCap == 0:
 		l.probation.moveToFront(e)
 	default:
 		l.probation.remove(e)
 		e.protected = true
 		l.protected.pushFront(e)
+		l.moves++
+		e.stamp = l.moves
 		if l.protected.n > l.protectedCap {
 			old := l.protected.back()
 			l.protected.remove(old)
