@@ -330,6 +330,7 @@ const rawChannel = "bench_raw_channel"
 // go-redis PUBLISH -> received by three subscribers on the same server.
 type fanoutBench struct {
 	tb       testing.TB
+	rdb      *redis.Client // a plain client of the server, for INFO
 	ids      []string
 	next     int
 	replicas []*Cache
@@ -346,7 +347,7 @@ type fanoutBench struct {
 func newFanoutBench(tb testing.TB, sessions int) *fanoutBench {
 	tb.Helper()
 	e := newBenchEnv(tb, sessions)
-	f := &fanoutBench{tb: tb, ids: workload.IDs(sessions), applied: make(chan time.Time, 16), rawGot: make(chan time.Time, 16)}
+	f := &fanoutBench{tb: tb, rdb: e.rdb, ids: workload.IDs(sessions), applied: make(chan time.Time, 16), rawGot: make(chan time.Time, 16)}
 	hooks := testHooks{applied: func(m session.Invalidation) {
 		if p := f.want.Load(); p != nil && m.SessionID == *p {
 			f.applied <- time.Now()
@@ -478,16 +479,49 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return ds[min(max(i, 0), len(ds)-1)]
 }
 
+// serverMicros returns INFO commandstats' usec_per_call of a command (in
+// lower case, for example "evalsha"), or 0 when it has not run.
+func (f *fanoutBench) serverMicros(cmd string) float64 {
+	f.tb.Helper()
+	info, err := f.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for field := range strings.SplitSeq(rest, ",") {
+			if v, ok := strings.CutPrefix(field, "usec_per_call="); ok {
+				us, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					f.tb.Fatalf("usec_per_call %q: %v", v, err)
+				}
+				return us
+			}
+		}
+	}
+	return 0
+}
+
 // BenchmarkFanout revokes sessions cached in three replicas and measures
 // the time from the revoking call to the third replica's L1 flip, against
 // a raw PUBLISH to three go-redis subscribers, interleaved. Run it with
 // -benchtime=1000x for the 1,000 revocations of the target (p99 at most
-// 1.5x of raw). The metrics are in microseconds.
+// 1.5x of raw). The metrics are in microseconds; script-us and publish-us
+// are the time Redis spent per revocation script (EVALSHA) and per raw
+// PUBLISH (INFO commandstats).
 func BenchmarkFanout(b *testing.B) {
 	f := newFanoutBench(b, benchSessions)
+	if err := f.rdb.ConfigResetStat(context.Background()).Err(); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	ours, raw := f.run(b, b.N)
 	b.StopTimer()
+	b.ReportMetric(f.serverMicros("evalsha"), "script-us")
+	b.ReportMetric(f.serverMicros("publish"), "publish-us")
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	b.ReportMetric(us(quantile(ours, 0.50)), "p50-us")
 	b.ReportMetric(us(quantile(ours, 0.99)), "p99-us")
