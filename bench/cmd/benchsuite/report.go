@@ -1,0 +1,542 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/bench"
+)
+
+// target is one line of the targets table.
+type target struct {
+	key    string // "1a", ...
+	what   string
+	figure string // the measured value, or "n/a"
+	ci     string // the 95% confidence interval, if any
+	goal   string
+	ok     bool
+	// profile names what runProfiles profiles when the target is short:
+	// a tiered benchmark pattern, or "mixed".
+	profile string
+	// why explains a short target (written when it is short).
+	why string
+}
+
+func (t target) verdict() string {
+	if t.ok {
+		return "ok"
+	}
+	return "short"
+}
+
+func ratio(v float64) string { return fmt.Sprintf("%.2f×", v) }
+
+func interval(lo, hi float64) string { return fmt.Sprintf("[%.2f, %.2f]", lo, hi) }
+
+// targets evaluates every target on the results gathered so far. A ratio
+// target is judged on its point estimate; the interval says how firm that
+// is.
+func (s *suite) targets() []target {
+	var ts []target
+	lookupVsRaw := func(key, what, name string, goal float64, profile string) target {
+		a, b := s.lib.values(name+"/lookup", "ns/op"), s.lib.values(name+"/raw", "ns/op")
+		t := target{key: key, what: what, goal: fmt.Sprintf("≤ %.1f×", goal), figure: "n/a", profile: profile}
+		if len(a) > 0 && len(b) > 0 {
+			r, lo, hi := bench.RatioCI(a, b, 1)
+			t.figure, t.ci, t.ok = ratio(r), interval(lo, hi), r <= goal
+		}
+		return t
+	}
+	ts = append(ts,
+		lookupVsRaw("1a", "L1-hit Lookup / golang-lru Get, serial (time per op)", "BenchmarkL1Hit/serial", 1.5, "^BenchmarkL1Hit$/^serial$/^lookup$"),
+		lookupVsRaw("1b", "L1-hit Lookup / golang-lru Get, GOMAXPROCS goroutines", "BenchmarkL1Hit/parallel", 1.5, "^BenchmarkL1Hit$/^parallel$/^lookup$"),
+	)
+	allocs := slices.Concat(s.lib.values("BenchmarkL1Hit/serial/lookup", "allocs/op"), s.lib.values("BenchmarkL1Hit/parallel/lookup", "allocs/op"))
+	t := target{key: "1c", what: "L1-hit Lookup allocations per op (max over samples)", goal: "0", figure: "n/a"}
+	if len(allocs) > 0 {
+		m := slices.Max(allocs)
+		t.figure, t.ok = fmt.Sprintf("%g", m), m == 0
+	}
+	ts = append(ts, t)
+
+	t = target{key: "2", what: "L1 hit ratio at Zipf 1.1 (100,000 sessions, 10,000 entries)", goal: "≥ 87%", figure: "n/a"}
+	if v := s.hitRatio.values("BenchmarkHitRatio/s=1.1/localcache", "hit-%"); len(v) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%.2f%%", v[0]), v[0] >= 87
+	}
+	ts = append(ts, t)
+
+	for _, g := range []string{"16", "64"} {
+		a, b := s.lib.values("BenchmarkL2Hit/g"+g+"/raw", "ns/op"), s.lib.values("BenchmarkL2Hit/g"+g+"/lookup", "ns/op")
+		t := target{key: "3" + map[string]string{"16": "a", "64": "b"}[g], what: "L2-hit Lookup / raw HGETALL throughput, " + g + " goroutines", goal: "≥ 0.90×", figure: "n/a",
+			profile: "^BenchmarkL2Hit$/^g" + g + "$/^lookup$"}
+		if len(a) > 0 && len(b) > 0 {
+			// Throughput is the inverse of the time per op.
+			r, lo, hi := bench.RatioCI(a, b, 2)
+			t.figure, t.ci, t.ok = ratio(r), interval(lo, hi), r >= 0.9
+		}
+		ts = append(ts, t)
+	}
+
+	t = target{key: "4", what: "Revocation fan-out to 3 replicas / raw PUBLISH to 3 subscribers, p99 of 1,000 (median of per-round ratios)", goal: "≤ 1.5×", figure: "n/a"}
+	if rs := perRound(s.lib.values("BenchmarkFanout", "p99-us"), s.lib.values("BenchmarkFanout", "raw-p99-us")); len(rs) > 0 {
+		m, lo, hi := bench.MedianCI(rs, 3)
+		t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m <= 1.5
+	}
+	ts = append(ts, t)
+
+	ts = append(ts, s.mixedTargets()...)
+
+	t = target{key: "6a", what: "Backend calls for 1,000 concurrent lookups of one cold id", goal: "1", figure: "n/a"}
+	if v := s.protection.values("BenchmarkBackendProtection", "cold-calls/id"); len(v) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%g", v[0]), v[0] == 1
+	}
+	ts = append(ts, t)
+	t = target{key: "6b", what: "Backend calls per id, 10,000 distinct unknown ids each looked up 3 times within the negative TTL", goal: "≤ 1", figure: "n/a"}
+	if v := s.protection.values("BenchmarkBackendProtection", "unknown-calls/id"); len(v) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%g", v[0]), v[0] <= 1
+	}
+	ts = append(ts, t)
+
+	t = target{key: "7a", what: "Heap bytes per L1 entry (median)", goal: "≤ 400 B", figure: "n/a"}
+	if v := s.memory.values("BenchmarkHeapPerEntry", "heap-B/entry"); len(v) > 0 {
+		m := bench.Median(v)
+		t.figure, t.ok = fmt.Sprintf("%.0f B", m), m <= 400
+	}
+	ts = append(ts, t)
+	t = target{key: "7b", what: "Redis bytes per session (used_memory growth; MEMORY USAGE of the hash)", goal: "reported", figure: "n/a"}
+	if u, h := s.memory.values("BenchmarkRedisMemory", "used-B/session"), s.memory.values("BenchmarkRedisMemory", "hash-B/session"); len(u) > 0 && len(h) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%.0f B; %.0f B", u[0], h[0]), true
+	}
+	ts = append(ts, t)
+	t = target{key: "8", what: "Scale curve: L1 1k/10k/100k × sessions 10k/100k/1M", goal: "reported", figure: "n/a"}
+	if len(s.scale) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%d points (table, scale.png)", len(s.scale)), true
+	}
+	ts = append(ts, t)
+	for i := range ts {
+		ts[i].why = s.why(ts[i])
+	}
+	return ts
+}
+
+// perRound returns a[i]/b[i] for the rounds that have both.
+func perRound(a, b []float64) []float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	return rs
+}
+
+// mixedRound returns the result of the named system in one round.
+func mixedRound(round []bench.MixedResult, name string) (bench.MixedResult, bool) {
+	for _, r := range round {
+		if r.System == name {
+			return r, true
+		}
+	}
+	return bench.MixedResult{}, false
+}
+
+// mixedRatios returns, per round where both systems ran, f(ours, peer).
+func (s *suite) mixedRatios(peer string, f func(ours, peer bench.MixedResult) float64) []float64 {
+	var rs []float64
+	for _, round := range s.mixed {
+		ours, ok1 := mixedRound(round, bench.SystemSessioncache)
+		p, ok2 := mixedRound(round, peer)
+		if ok1 && ok2 {
+			rs = append(rs, f(ours, p))
+		}
+	}
+	return rs
+}
+
+func (s *suite) mixedTargets() []target {
+	var ts []target
+	t := target{key: "5a", what: "Mixed workload throughput / the better peer's (per round)", goal: "≥ 1.00×", figure: "n/a", profile: "mixed"}
+	var rs []float64
+	for _, round := range s.mixed {
+		ours, ok := mixedRound(round, bench.SystemSessioncache)
+		best := 0.0
+		for _, peer := range bench.Systems[1:] {
+			if p, ok := mixedRound(round, peer); ok {
+				best = max(best, p.Throughput)
+			}
+		}
+		if ok && best > 0 {
+			rs = append(rs, ours.Throughput/best)
+		}
+	}
+	if len(rs) > 0 {
+		m, lo, hi := bench.MedianCI(rs, 4)
+		t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m >= 1
+	}
+	ts = append(ts, t)
+	for i, peer := range bench.Systems[1:] {
+		t := target{key: "5" + string(rune('b'+i)), what: "Mixed workload hit latency p50: " + peer + " / sessioncache", goal: "≥ 5×", figure: "n/a"}
+		if rs := s.mixedRatios(peer, func(o, p bench.MixedResult) float64 { return float64(p.HitP50) / float64(o.HitP50) }); len(rs) > 0 {
+			m, lo, hi := bench.MedianCI(rs, 5)
+			t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m >= 5
+		}
+		ts = append(ts, t)
+	}
+	for i, peer := range bench.Systems[1:] {
+		t := target{key: "5" + string(rune('d'+i)), what: "Mixed workload lookup latency p99 (hits and misses): sessioncache / " + peer, goal: "≤ 1.00×", figure: "n/a", profile: "mixed"}
+		if rs := s.mixedRatios(peer, func(o, p bench.MixedResult) float64 { return float64(o.LookupP99) / float64(p.LookupP99) }); len(rs) > 0 {
+			m, lo, hi := bench.MedianCI(rs, 6)
+			t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m <= 1
+		}
+		ts = append(ts, t)
+	}
+	for i, peer := range bench.Systems[1:] {
+		t := target{key: "5" + string(rune('f'+i)), what: "Mixed workload hit latency p99: sessioncache / " + peer, goal: "≤ 1.00×", figure: "n/a"}
+		if rs := s.mixedRatios(peer, func(o, p bench.MixedResult) float64 { return float64(o.HitP99) / float64(p.HitP99) }); len(rs) > 0 {
+			m, lo, hi := bench.MedianCI(rs, 7)
+			t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m <= 1
+		}
+		ts = append(ts, t)
+	}
+	for _, peer := range bench.Systems {
+		if err := s.mixedErr[peer]; err != nil {
+			for i := range ts {
+				if strings.Contains(ts[i].what, peer) || (peer == bench.SystemSessioncache) {
+					ts[i].why = peer + " failed: " + err.Error()
+				}
+			}
+		}
+	}
+	return ts
+}
+
+// why explains a short target from what the profiles of this repository
+// showed; the report adds the profile of this run.
+func (s *suite) why(t target) string {
+	if t.ok {
+		return ""
+	}
+	if t.figure == "n/a" {
+		return "Not measured in this run (see the log of the suite)."
+	}
+	switch {
+	case strings.HasPrefix(t.key, "1"):
+		return "An L1 hit takes L1's lock, a map lookup and a list move, as golang-lru does; on top of that it reads L1's clock (a coarse clock refreshed every millisecond), compares the status and copies the record twice. On a shared two-core machine parallel runs vary widely from round to round; the interval shows it."
+	case strings.HasPrefix(t.key, "3"):
+		return "The profile below is the Lookup side. Beyond the HGETALL itself, a Lookup pays rediscache.Get's per-call context.WithTimeout (a timer allocated and stopped per call), DecodeHash (the status parse and the public key's base64 check), the L1 fill (a second validation and an entry allocation) and the L1 miss; together about 15-25% more client CPU per operation, which on a machine where client and redis-server share two cores is lost throughput. The first of these lies in rediscache (a per-call deadline could come from the client's ReadTimeout instead); the others are the price of serving a validated, decoded record."
+	case t.key == "4":
+		script := bench.Median(s.lib.values("BenchmarkFanout", "script-us"))
+		publish := bench.Median(s.lib.values("BenchmarkFanout", "publish-us"))
+		return fmt.Sprintf("The fan-out is bound by Redis, not by the replicas: a revocation is one Lua script (rediscache's revoke_session: read and write the hash, INCR the stripe's sequence, XADD to the log, renew three TTLs, PUBLISH), which Redis runs in %.0f µs per call (INFO commandstats, median over the rounds) against %.1f µs for the raw PUBLISH, and the message leaves Redis only when the script ends. The replicas' part (parse the JSON message, flip L1 under its lock) takes a few microseconds of CPU and does not show in a profile of the benchmark, which spends its time waiting. Bringing the ratio under 1.5× means a cheaper script (fewer commands, no TTL renewals on every call) or publishing before the log write, which are rediscache's to decide.", script, publish)
+	case t.key == "5a":
+		return "See the profile below: the mixed workload spends most of its client CPU on L1 misses read from Redis (go-redis, a connection per concurrent command) and on revocations, whose Lua script also costs Redis time the peers' HSET or SET does not."
+	case t.key == "5b" || t.key == "5c":
+		return "A hit is timed with two monotonic clock reads (about 20 ns each here) around the call, which weighs far more on sessioncache's hit than on a peer's; and in the mixed workload an L1 hit competes for L1's lock and the CPU caches with the misses, the revocations and the subscriber flipping entries."
+	case t.key == "5d" || t.key == "5e":
+		return "The lookup p99 is the latency of an L1 miss under full load: every system runs a closed loop at its own maximum throughput on two shared cores, so the faster system also queues more work per core. sessioncache's misses go through go-redis with a connection per concurrent command, while rueidis pipelines all commands over two connections (fewer system calls per command); its revocations are Lua scripts that hold Redis longer than an HSET or SET."
+	}
+	return ""
+}
+
+func printTargets(w io.Writer, ts []target) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\ttarget\tfigure\t95% CI\tgoal\t")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.key, t.what, t.figure, t.ci, t.goal, t.verdict())
+	}
+	tw.Flush()
+}
+
+// writePlot draws the scale curve.
+func (s *suite) writePlot() error {
+	sessions, _ := s.scaleGrid()
+	var hit, reads []bench.Series
+	for _, n := range sessions {
+		h := bench.Series{Name: humanInt(n) + " sessions"}
+		r := h
+		for _, p := range s.scale {
+			if p.Sessions == n {
+				h.X, h.Y = append(h.X, float64(p.L1)), append(h.Y, p.HitRatio)
+				r.X, r.Y = append(r.X, float64(p.L1)), append(r.Y, max(p.L2PerSec, 1))
+			}
+		}
+		if len(h.X) > 0 {
+			hit, reads = append(hit, h), append(reads, r)
+		}
+	}
+	if len(hit) == 0 {
+		return nil
+	}
+	f, err := os.Create(s.cfg.png)
+	if err != nil {
+		return err
+	}
+	err = bench.WritePNG(f, []bench.Panel{
+		{Title: "L1 hit ratio (Zipf 1.1)", XLabel: "L1 entries", YLabel: "", YMin: 0, YMax: 1, YPercent: true, Series: hit},
+		{Title: "Redis reads per second (L1 misses)", XLabel: "L1 entries", YLabel: "", LogY: true, Series: reads},
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func humanInt(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func us(d time.Duration) string {
+	if d < 10*time.Microsecond {
+		return fmt.Sprintf("%.2f µs", float64(d)/1e3)
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+}
+
+// report renders BENCHMARKS.md.
+func (s *suite) report(ts []target) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	m := s.machine
+	p("# Benchmarks\n\n")
+	p("Written by `bench/cmd/benchsuite` (`make bench`) on %s, in %v. Every target is a ratio against a\n", s.start.UTC().Format("2006-01-02 15:04 MST"), s.elapsed.Round(time.Second))
+	p("baseline measured in the same run on the same machine, the two sides interleaved (A, B, B, A within a\n")
+	p("process; %d rounds), and comes with a 95%% confidence interval (percentile bootstrap, 10,000 resamples:\n", s.cfg.rounds)
+	p("of the ratio of medians for time per operation, of the median of per-round ratios for paired figures).\n")
+	p("A target is judged on its point estimate.\n\n")
+	p("| | |\n|---|---|\n")
+	p("| command | `%s` (in `bench/`) |\n", s.cfg.command)
+	p("| machine | %d CPUs (`nproc`), GOMAXPROCS %d, %s; %s |\n", m.nproc, m.gomaxprocs, m.cpu, m.kernel)
+	p("| Go | %s |\n", m.goVersion)
+	p("| Redis | %s, on loopback |\n", m.redis)
+	p("| load average | %s at the start, %s at the end |\n", m.loadStart, m.loadEnd)
+	p("| workload | 100,000 sessions in Redis, L1 of 10,000 entries, Zipf s = 1.1 (math/rand/v2, v = 1), internal/workload |\n\n")
+	p("The machine is shared with other jobs and noisy: a serial loopback round trip swings several-fold with\n")
+	p("the CPU's idle state, which is why only same-run ratios are targets and absolute figures are context.\n\n")
+
+	p("## Targets\n\n| # | target | figure | 95%% CI | goal | |\n|---|---|---|---|---|---|\n")
+	for _, t := range ts {
+		p("| %s | %s | %s | %s | %s | **%s** |\n", t.key, t.what, t.figure, t.ci, t.goal, t.verdict())
+	}
+	p("\n")
+	var short []target
+	for _, t := range ts {
+		if !t.ok {
+			short = append(short, t)
+		}
+	}
+	if len(short) == 0 {
+		p("Every target is met.\n\n")
+	} else {
+		p("### Short targets\n\n")
+		for _, t := range short {
+			p("- **%s** (%s): %s, goal %s. %s\n", t.key, t.what, t.figure, t.goal, t.why)
+		}
+		p("\n")
+		for key, text := range s.profiles {
+			p("Profile of sessioncache's side (`%s`), `go tool pprof -top -cum`:\n\n```\n%s\n```\n\n", key, text)
+		}
+	}
+
+	s.reportLibrary(&b)
+	s.reportHitRatio(&b)
+	s.reportMixed(&b)
+	s.reportProtectionMemory(&b)
+	s.reportScale(&b)
+	s.reportChanges(&b)
+	return b.String()
+}
+
+func (s *suite) reportLibrary(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## L1 hit and L2 hit against the raw limits\n\n")
+	p("`tiered`'s `BenchmarkL1Hit` and `BenchmarkL2Hit`. L1 hit: `Lookup` on a replica whose L1 holds 10,000\n")
+	p("sessions, against golang-lru/v2's thread-safe `Cache.Get` holding the same records, with the same keys\n")
+	p("(Zipf 1.1 over the cached sessions). L2 hit: `Lookup` on a replica with a one-entry L1 (every lookup of\n")
+	p("uniformly drawn sessions misses it), against go-redis `HGETALL` of the same keys on a client with the\n")
+	p("same options. Medians over %d rounds × 2 samples.\n\n", s.cfg.rounds)
+	p("| benchmark | sessioncache | raw | ratio | sessioncache allocs/op | raw allocs/op |\n|---|---|---|---|---|---|\n")
+	for _, row := range []struct{ name, label string }{
+		{"BenchmarkL1Hit/serial", "L1 hit, serial"},
+		{"BenchmarkL1Hit/parallel", "L1 hit, GOMAXPROCS goroutines"},
+		{"BenchmarkL2Hit/g16", "L2 hit, 16 goroutines"},
+		{"BenchmarkL2Hit/g64", "L2 hit, 64 goroutines"},
+	} {
+		a, r := s.lib.values(row.name+"/lookup", "ns/op"), s.lib.values(row.name+"/raw", "ns/op")
+		if len(a) == 0 || len(r) == 0 {
+			continue
+		}
+		ma, mr := bench.Median(a), bench.Median(r)
+		p("| %s | %s/op | %s/op | %.2f× time | %g | %g |\n", row.label, nsString(ma), nsString(mr), ma/mr,
+			bench.Median(s.lib.values(row.name+"/lookup", "allocs/op")), bench.Median(s.lib.values(row.name+"/raw", "allocs/op")))
+	}
+	p("\nThroughput of the L2-hit side is the inverse of its time per operation.\n\n")
+
+	p("## Revocation fan-out\n\n`tiered`'s `BenchmarkFanout`: three replicas with the session in their L1; a fourth client revokes it\n")
+	p("(`rediscache.RevokeSession`: the Lua script writes the hash, the sequence and the log, and publishes);\n")
+	p("the time runs until the third replica has flipped its L1 entry. Baseline: a raw go-redis `PUBLISH` of a\n")
+	p("message of the same size to three go-redis subscribers on the same server, until the third received it.\n")
+	p("The two alternate revocation by revocation, 1,000 of each per round.\n\n")
+	p("Redis time per revocation script and per raw PUBLISH is INFO commandstats' usec_per_call.\n\n")
+	p("| round | p50 | raw p50 | p99 | raw p99 | p99 ratio | Redis µs per script | per PUBLISH |\n|---|---|---|---|---|---|---|---|\n")
+	p50, rp50 := s.lib.values("BenchmarkFanout", "p50-us"), s.lib.values("BenchmarkFanout", "raw-p50-us")
+	p99, rp99 := s.lib.values("BenchmarkFanout", "p99-us"), s.lib.values("BenchmarkFanout", "raw-p99-us")
+	script, publish := s.lib.values("BenchmarkFanout", "script-us"), s.lib.values("BenchmarkFanout", "publish-us")
+	for i := range min(len(p50), len(rp50), len(p99), len(rp99), len(script), len(publish)) {
+		p("| %d | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.2f× | %.0f | %.1f |\n", i+1, p50[i], rp50[i], p99[i], rp99[i], p99[i]/rp99[i], script[i], publish[i])
+	}
+	p("\n")
+}
+
+func nsString(ns float64) string {
+	if ns >= 10_000 {
+		return fmt.Sprintf("%.1f µs", ns/1000)
+	}
+	return fmt.Sprintf("%.1f ns", ns)
+}
+
+func (s *suite) reportHitRatio(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## L1 hit ratio by policy\n\n`localcache`'s `BenchmarkHitRatio`: 100,000 sessions, 10,000 entries, 1,000,000 accesses to warm up,\n")
+	p("2,000,000 measured. `localcache` is the segmented LRU it now uses (new entries on probation, entries read\n")
+	p("again protected, up to 80%%); `lru` and `2q` are golang-lru/v2's LRU (localcache's policy before) and 2Q;\n")
+	p("`oracle` holds the 10,000 most popular sessions and nothing else.\n\n")
+	p("| Zipf s | localcache | lru | 2q | oracle |\n|---|---|---|---|---|\n")
+	for _, z := range []string{"1.01", "1.1", "1.2"} {
+		p("| %s |", z)
+		for _, pol := range []string{"localcache", "lru", "2q", "oracle"} {
+			v := s.hitRatio.values("BenchmarkHitRatio/s="+z+"/"+pol, "hit-%")
+			if len(v) == 0 {
+				p(" n/a |")
+				continue
+			}
+			p(" %.2f%% |", v[0])
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+func (s *suite) reportMixed(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## Mixed workload against the peers\n\n")
+	p("`bench.RunMixed`: 16 goroutines walk one Zipf 1.1 trace over the 100,000 sessions from their own offsets;\n")
+	p("every 100th operation of a goroutine revokes the session at that point of the trace, the others look it\n")
+	p("up. Each system runs on a freshly flushed and loaded redis-server (the same process for all), with room\n")
+	p("for 10,000 sessions in process memory and a local TTL of 30 s, warms up for at least 1,000,000 operations,\n")
+	p("then is measured for 3 s; one operation in 8 is timed (the clock reads are included in the latencies).\n")
+	p("The order of the systems rotates from round to round.\n\n")
+	p("- **sessioncache**: `tiered.Cache` (L1 `localcache`, L2 `rediscache`), `LookupTier` and `Revoke`.\n")
+	p("- **rueidis** v1.0.79: `DoCache(HGETALL key, 30s)` (server-assisted client-side caching; Redis invalidates\n")
+	p("  the cached reply when the hash changes), the reply decoded into a record without validation; a\n")
+	p("  revocation is an `HSET` of status and time. Its cache is sized by bytes: 783 bytes per session by its own\n")
+	p("  accounting (`TestRueidisCapacity` checks it), split over its two pipelined connections.\n")
+	p("- **go-redis/cache** v9.0.0: `TinyLFU(10000, 30s)` in process over msgpack values in Redis strings\n")
+	p("  (`Get` into a `session.Record`); a revocation `Set`s the revoked record. It has no invalidation: other\n")
+	p("  processes keep their copy until it expires. Its TinyLFU (vmihailenco/go-tinylfu v0.2.2) `Set` of a key\n")
+	p("  already cached adds a second entry instead of replacing the first, so revocations of cached sessions\n")
+	p("  cost it capacity: its hit ratio is about 85%% on the same workload without revocations.\n\n")
+	if len(s.mixedErr) > 0 {
+		for name, err := range s.mixedErr {
+			p("**%s could not be measured**: %v\n\n", name, err)
+		}
+	}
+	p("Medians over the rounds:\n\n| system | ops/s | local hit ratio | hit p50 | hit p99 | lookup p50 | lookup p99 | revocation p50 |\n|---|---|---|---|---|---|---|---|\n")
+	for _, name := range bench.Systems {
+		var thr, hr, h50, h99, l50, l99, r50 []float64
+		for _, round := range s.mixed {
+			if r, ok := mixedRound(round, name); ok {
+				thr, hr = append(thr, r.Throughput), append(hr, r.HitRatio)
+				h50, h99 = append(h50, float64(r.HitP50)), append(h99, float64(r.HitP99))
+				l50, l99 = append(l50, float64(r.LookupP50)), append(l99, float64(r.LookupP99))
+				r50 = append(r50, float64(r.RevokeP50))
+			}
+		}
+		if len(thr) == 0 {
+			p("| %s | n/a | | | | | | |\n", name)
+			continue
+		}
+		d := func(v []float64) string { return us(time.Duration(bench.Median(v))) }
+		p("| %s | %.0f | %.1f%% | %s | %s | %s | %s | %s |\n", name, bench.Median(thr), 100*bench.Median(hr), d(h50), d(h99), d(l50), d(l99), d(r50))
+	}
+	p("\nPer round (ops/s):\n\n| round |")
+	for _, name := range bench.Systems {
+		p(" %s |", name)
+	}
+	p("\n|---|---|---|---|\n")
+	for i, round := range s.mixed {
+		p("| %d |", i+1)
+		for _, name := range bench.Systems {
+			if r, ok := mixedRound(round, name); ok {
+				p(" %.0f |", r.Throughput)
+			} else {
+				p(" n/a |")
+			}
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+func (s *suite) reportProtectionMemory(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## Backend protection and memory\n\n")
+	p("`tiered`'s `BenchmarkBackendProtection` (3 iterations): 1,000 goroutines look up one id that only the backend\n")
+	p("knows, the backend answering once all of them have read L2; then 10,000 distinct unknown ids are each looked\n")
+	p("up three times by 64 goroutines within the negative TTL. Figures are backend calls per id.\n\n")
+	if v := s.protection["BenchmarkBackendProtection"]; len(v) > 0 {
+		p("| cold id, 1,000 concurrent lookups | unknown ids, 3 lookups each |\n|---|---|\n| %g | %g |\n\n", v[0]["cold-calls/id"], v[0]["unknown-calls/id"])
+	}
+	p("Memory: `localcache`'s `BenchmarkHeapPerEntry` (live heap growth per active entry of 10,000, strings\n")
+	p("freshly allocated as a decoder would, the user index included) and `tiered`'s `BenchmarkRedisMemory`\n")
+	p("(100,000 sessions loaded into an empty redis-server: `used_memory` growth per session, hashes, user\n")
+	p("indexes and keyspace overhead included; and the mean `MEMORY USAGE` of a session hash).\n\n")
+	if v := s.memory.values("BenchmarkHeapPerEntry", "heap-B/entry"); len(v) > 0 {
+		p("| heap per L1 entry | Redis used_memory per session | MEMORY USAGE per session hash |\n|---|---|---|\n")
+		u, h := s.memory.values("BenchmarkRedisMemory", "used-B/session"), s.memory.values("BenchmarkRedisMemory", "hash-B/session")
+		p("| %.0f B (median of %d) | %.0f B | %.0f B |\n\n", bench.Median(v), len(v), bench.Median(u), bench.Median(h))
+	}
+}
+
+func (s *suite) reportScale(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## Scale curve\n\n`bench.RunScale`: lookups only, 16 goroutines, Zipf 1.1 over the sessions of the point, on a\n")
+	p("redis-server holding 1,000,000 sessions; a new `tiered.Cache` per point warms up for at least 1 s and\n")
+	p("3 × L1 lookups, then is measured for 3 s. Redis reads per second are the L1 misses per second at the\n")
+	p("throughput the point reached (a closed loop: fewer misses also means more lookups per second).\n\n")
+	p("![scale curve](bench/scale.png)\n\n")
+	p("| sessions | L1 entries | L1 hit ratio | lookups/s | Redis reads/s |\n|---|---|---|---|---|\n")
+	for _, pt := range s.scale {
+		p("| %s | %s | %.2f%% | %.0f | %.0f |\n", humanInt(pt.Sessions), humanInt(pt.L1), 100*pt.HitRatio, pt.LookupsPerSec, pt.L2PerSec)
+	}
+	p("\n")
+}
+
+func (s *suite) reportChanges(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## What the profiles changed\n\n")
+	p("- **L1 eviction**: a segmented LRU (probation, then protected up to 80%% of Size) replaced golang-lru's\n")
+	p("  plain LRU: at Zipf 1.1 the hit ratio went from 84.5%% to about 87.5%% (table above), at no cost on the hit\n")
+	p("  path (intrusive lists; heap per entry fell from 316 to about 270 bytes).\n")
+	p("- **L1 clock**: reading the system clock (`time.Now`, wall and monotonic) took 28%% of an L1-hit `Lookup`.\n")
+	p("  `tiered` now gives L1 a monotonic clock refreshed every millisecond by a goroutine the Cache owns and\n")
+	p("  stops at `Close` (a caller's `Options.Now` is still used as before).\n")
+	p("- **Counters**: an L1 hit incremented two atomic counters (L1's and tiered's), a second contended cache line\n")
+	p("  per hit in parallel; L1 now counts under its lock and `tiered.Stats` derives `L1Hits` from it.\n")
+	p("- **Id validation**: 8%% of an L1-hit `Lookup`; L1 holds only validated records, so `Lookup` asks L1 first\n")
+	p("  and validates the id after a miss, before any other tier sees it.\n\n")
+	p("- **Hot entries stay put**: a hit on a protected entry already in the most recent quarter of its segment\n")
+	p("  no longer moves it (the order within that quarter never decides an eviction); the hit ratio is unchanged.\n\n")
+	p("Together these took the serial L1-hit `Lookup` from about 155-185 ns to about 62-71 ns on this machine,\n")
+	p("against golang-lru's 59-66 ns (`go test -bench BenchmarkL1Hit ./tiered`, profiles with `-cpuprofile`).\n")
+}
