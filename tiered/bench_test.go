@@ -259,23 +259,18 @@ func TestLookupL1HitAllocatesNothing(t *testing.T) {
 // sessions misses it), and go-redis HGETALL of the same keys on a client
 // with the same options.
 type l2Bench struct {
-	c     *Cache
-	rdb   *redis.Client
-	ids   []string
-	keys  []string
-	trace workload.Trace
+	c      *Cache
+	rdb    *redis.Client
+	layout rediscache.Layout
+	ids    []string
+	trace  workload.Trace
 }
 
 func newL2Bench(tb testing.TB, sessions int) *l2Bench {
 	tb.Helper()
 	e := newBenchEnv(tb, sessions)
 	c := e.replica("l2", testHooks{}, func(o *Options) { o.Local.Size = 1 })
-	lb := &l2Bench{c: c, rdb: e.client("hgetall"), ids: workload.IDs(sessions), trace: workload.Uniform(sessions, traceLen, 2)}
-	lb.keys = make([]string, sessions)
-	for i, id := range lb.ids {
-		lb.keys[i] = e.layout.SessionKey(id)
-	}
-	return lb
+	return &l2Bench{c: c, rdb: e.client("hgetall"), layout: e.layout, ids: workload.IDs(sessions), trace: workload.Uniform(sessions, traceLen, 2)}
 }
 
 // run makes n lookups (side "lookup") or HGETALLs (side "raw") from g
@@ -292,8 +287,9 @@ func (lb *l2Bench) run(tb testing.TB, timer benchTimer, n, g int, side string) {
 			return err == nil && rec.DeviceSessionID == lb.ids[i]
 		}
 	case "raw":
+		// The key is built per call, as Lookup builds it.
 		op = func(i int32) bool {
-			h, err := lb.rdb.HGetAll(ctx, lb.keys[i]).Result()
+			h, err := lb.rdb.HGetAll(ctx, lb.layout.SessionKey(lb.ids[i])).Result()
 			return err == nil && len(h) == 3
 		}
 	default:
