@@ -161,6 +161,10 @@ type SubscriberStats struct {
 	// Malformed counts messages dropped because session.ParseInvalidation
 	// rejected them or their stripe does not exist.
 	Malformed uint64
+	// Forged counts messages whose sequence number contradicts Redis's
+	// counter (typed or forged by a publisher): applied as revocations,
+	// without a resync.
+	Forged uint64
 	// Gaps counts sequence anomalies seen in messages: skipped numbers and
 	// counters that started again.
 	Gaps uint64
@@ -237,6 +241,7 @@ type Subscriber struct {
 // subscriberCounters holds the atomics behind SubscriberStats.
 type subscriberCounters struct {
 	received, malformed, gaps, resyncs, replayed, dropActive atomic.Uint64
+	forged                                                   atomic.Uint64
 	heartbeatsSent, heartbeatFailures                        atomic.Uint64
 	lastMessageUnixMs                                        atomic.Int64
 	subscribed                                               atomic.Bool
@@ -257,6 +262,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{
 		Received:          s.st.received.Load(),
 		Malformed:         s.st.malformed.Load(),
+		Forged:            s.st.forged.Load(),
 		Gaps:              s.st.gaps.Load(),
 		Resyncs:           s.st.resyncs.Load(),
 		Replayed:          s.st.replayed.Load(),
@@ -331,6 +337,11 @@ type runState struct {
 	// probeSent is when it was sent.
 	probe     string
 	probeSent time.Time
+	// lastRecv is when the connection last delivered anything. A probe
+	// fails only when nothing at all arrived for HeartbeatTimeout after
+	// it was sent: a backlog of messages ahead of the answer proves the
+	// connection alive.
+	lastRecv  time.Time
 	probeSeq  uint64
 	nextProbe time.Time
 
@@ -384,6 +395,9 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 				return ReasonReconnect, fmt.Errorf("rediscache: receive: %w", err)
 			}
 			return ReasonError, fmt.Errorf("rediscache: receive the subscription confirmation: %w", err)
+		}
+		if err == nil {
+			r.lastRecv = time.Now()
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -467,12 +481,22 @@ func (r *runState) wait(now time.Time, confirmed bool, deadline time.Time) time.
 	case r.s.opts.HeartbeatInterval < 0:
 		return idleWait
 	case r.probe != "":
-		until = r.probeSent.Add(r.s.opts.HeartbeatTimeout)
+		until = r.probeDeadline()
 	default:
 		until = r.nextProbe
 	}
 	// A receive timeout of 0 would mean no timeout at all.
 	return max(until.Sub(now), time.Millisecond)
+}
+
+// probeDeadline is when the outstanding probe fails: HeartbeatTimeout after
+// it was sent or, if later, after the connection last delivered anything.
+func (r *runState) probeDeadline() time.Time {
+	last := r.probeSent
+	if r.lastRecv.After(last) {
+		last = r.lastRecv
+	}
+	return last.Add(r.s.opts.HeartbeatTimeout)
 }
 
 // tick enforces the confirmation deadline and runs the heartbeat: it
@@ -489,7 +513,7 @@ func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, co
 	case s.opts.HeartbeatInterval < 0:
 		return "", nil
 	case r.probe != "":
-		if now.Sub(r.probeSent) >= s.opts.HeartbeatTimeout {
+		if !now.Before(r.probeDeadline()) {
 			s.st.heartbeatFailures.Add(1)
 			return ReasonHeartbeat, fmt.Errorf("rediscache: heartbeat not answered within %v", s.opts.HeartbeatTimeout)
 		}
@@ -530,10 +554,17 @@ func (r *runState) handle(ctx context.Context, payload string) error {
 			r.last[k], r.lastAt[k] = m.Seq, m.AtMS
 			break
 		}
+		if r.forged(ctx, m, func(counter uint64) bool { return counter < m.Seq }) {
+			break
+		}
 		return r.gap(ctx, m)
 	case r.lastAt[k] > 0 && m.AtMS > r.lastAt[k]:
 		// Not a duplicate: it is newer than the message that took
-		// the number last[k], so the counter started again.
+		// the number last[k], so the counter started again, unless
+		// Redis's counter says it did not.
+		if r.forged(ctx, m, func(counter uint64) bool { return counter >= r.last[k] }) {
+			break
+		}
 		return r.restarted(m)
 	}
 	// A duplicate (already replayed) is applied again: it only revokes.
@@ -563,6 +594,30 @@ func (r *runState) gap(ctx context.Context, m session.Invalidation) error {
 	r.synced(ReasonGap, n, !complete)
 	s.opts.OnInvalidation(m)
 	return nil
+}
+
+// forged reports whether m's sequence number is one Redis's counter for
+// its stripe cannot have assigned (contradicts reports that for the
+// counter's value), as when anyone allowed to PUBLISH types one. Such a
+// message is counted (Forged) and applied as a plain revocation,
+// without a resync: otherwise a forged number would make every replica
+// drop its active L1 entries. When the counter cannot be read, it reports
+// false and the caller resyncs (the safe side).
+func (r *runState) forged(ctx context.Context, m session.Invalidation, contradicts func(counter uint64) bool) bool {
+	c := r.s.c
+	cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+	defer cancel()
+	counter, err := c.rdb.Get(cctx, c.layout.SeqKey(m.Stripe)).Uint64()
+	if errors.Is(err, redis.Nil) {
+		counter, err = 0, nil
+	}
+	if err != nil || !contradicts(counter) {
+		return false
+	}
+	r.s.st.forged.Add(1)
+	r.s.opts.Logger.Warn("rediscache: invalidation with a sequence number Redis did not assign; applied without a resync",
+		"stripe", m.Stripe, "seq", m.Seq, "counter", counter)
+	return true
 }
 
 // restarted handles m, whose stripe's counter started again: what the new

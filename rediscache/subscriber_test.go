@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1121,5 +1122,86 @@ func BenchmarkSubscriberHandle(b *testing.B) {
 	}
 	if s.Stats().Gaps != 0 {
 		b.Fatalf("Gaps = %d, want 0", s.Stats().Gaps)
+	}
+}
+
+func TestSubscriberForgedSequenceIsNotAResync(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client(t)
+	c := subCache(t, rdb, Options{})
+	l := c.Layout()
+	h := startSubscriber(t, c, SubscriberOptions{}, nil)
+	h.expectEvent(t, EventSynced, ReasonStart)
+	h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-1"}, true))
+
+	ctx := context.Background()
+	forged := []session.Invalidation{
+		{SessionID: "dev-x", Seq: 1000, Stripe: 0},                                           // a number never assigned
+		{SessionID: "dev-y", Seq: 1, Stripe: 0, AtMS: time.Now().Add(time.Hour).UnixMilli()}, // "the counter started again"
+	}
+	for i, m := range forged {
+		b, _ := m.MarshalJSON()
+		if err := rdb.Publish(ctx, l.Channel(), b).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// Applied as a revocation at once: no EventLost, no resync.
+		h.expectInvalidation(t, m)
+		if st := h.sub.Stats(); st.Forged != uint64(i+1) || st.Gaps != 0 || st.DropActive != 1 {
+			t.Fatalf("after forged message %d: Stats() = %+v, want Forged %d, Gaps 0, DropActive 1 (the start)", i, st, i+1)
+		}
+	}
+	// The position did not move: the next real revocation is in sequence.
+	h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-2"}, true))
+}
+
+func TestSubscriberBacklogIsNotAHeartbeatFailure(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client(t)
+	c := subCache(t, rdb, Options{})
+	l := c.Layout()
+	const n = 20
+	var got atomic.Int64
+	done := make(chan struct{})
+	synced := make(chan struct{}, 1)
+	var lost atomic.Int64
+	sub, err := c.NewSubscriber(SubscriberOptions{
+		HeartbeatInterval: 50 * time.Millisecond,
+		HeartbeatTimeout:  150 * time.Millisecond,
+		OnInvalidation: func(session.Invalidation) {
+			time.Sleep(40 * time.Millisecond) // a slow consumer: the backlog outlasts HeartbeatTimeout
+			if got.Add(1) == n {
+				close(done)
+			}
+		},
+		OnEvent: func(e Event) {
+			switch e.Kind {
+			case EventLost:
+				lost.Add(1)
+			case EventSynced:
+				select {
+				case synced <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- sub.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	<-synced
+	for i := range n {
+		mustRevoke(t, rdb, l, session.Invalidation{SessionID: fmt.Sprintf("dev-%d", i)}, true)
+	}
+	select {
+	case <-done:
+	case <-time.After(subWait):
+		t.Fatalf("%d of %d invalidations delivered within %v", got.Load(), n, subWait)
+	}
+	if st := sub.Stats(); lost.Load() != 0 || st.HeartbeatFailures != 0 {
+		t.Fatalf("a backlog of %d × 40 ms: %d losses, Stats() = %+v; want no heartbeat failure while messages keep arriving", n, lost.Load(), st)
 	}
 }
