@@ -37,6 +37,7 @@ var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 //	invalidations_published_total     revocations this Cache wrote and published
 //	invalidations_unheard_total       published messages no subscriber received (PUBLISH returned 0)
 //	invalidations_malformed_total     messages dropped as malformed
+//	invalidations_forged_total        messages whose sequence number Redis never assigned
 //	invalidation_gaps_total           sequence gaps seen on the channel
 //	channel_lost_total                times the channel was found unhealthy
 //	resyncs_total                     syncs after a loss (reconnect, heartbeat, gap or error)
@@ -77,6 +78,7 @@ type collector struct {
 	lookups, l1Distrusted, l2Errors, backendCalls, backendErrors, negativeHits *prometheus.Desc
 	fillsRefused, l1Entries, l1Evictions, l1Expired                            *prometheus.Desc
 	received, applied, replayed, published, unheard, malformed, gaps           *prometheus.Desc
+	forged                                                                     *prometheus.Desc
 	channelLost, resyncs, activeDrops, heartbeatsSent, heartbeatFailures       *prometheus.Desc
 	heartbeatAge, subscriberUp, fanout, revokeFailures, revokeRetries          *prometheus.Desc
 }
@@ -103,6 +105,7 @@ func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
 		published:         d("invalidations_published_total", "Revocations this replica wrote to Redis and published."),
 		unheard:           d("invalidations_unheard_total", "Published invalidations that no subscriber received."),
 		malformed:         d("invalidations_malformed_total", "Messages on the invalidation channel dropped as malformed."),
+		forged:            d("invalidations_forged_total", "Messages whose sequence number Redis never assigned, applied as revocations without a resync."),
 		gaps:              d("invalidation_gaps_total", "Sequence gaps seen on the invalidation channel."),
 		channelLost:       d("channel_lost_total", "Times the invalidation channel was found unhealthy."),
 		resyncs:           d("resyncs_total", "Syncs of L1 after a loss of the channel (reconnect, heartbeat, gap or error)."),
@@ -122,7 +125,7 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		m.lookups, m.l1Distrusted, m.l2Errors, m.backendCalls, m.backendErrors, m.negativeHits,
 		m.fillsRefused, m.l1Entries, m.l1Evictions, m.l1Expired,
-		m.received, m.applied, m.replayed, m.published, m.unheard, m.malformed, m.gaps,
+		m.received, m.applied, m.replayed, m.published, m.unheard, m.malformed, m.gaps, m.forged,
 		m.channelLost, m.resyncs, m.activeDrops, m.heartbeatsSent, m.heartbeatFailures,
 		m.heartbeatAge, m.subscriberUp, m.fanout, m.revokeFailures, m.revokeRetries,
 	} {
@@ -167,6 +170,7 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.published, float64(st.RevocationsPublished))
 	counter(m.unheard, float64(l2.PublishedNoReceivers))
 	counter(m.malformed, float64(sub.Malformed))
+	counter(m.forged, float64(sub.Forged))
 	counter(m.gaps, float64(sub.Gaps))
 	counter(m.channelLost, float64(st.ChannelLost))
 	counter(m.resyncs, float64(sub.Resyncs))
