@@ -181,8 +181,9 @@ func TestCluster(t *testing.T) {
 		}
 
 		scripts := rec.scripts()
-		// 2 per fill, 16 revocations, 1 user revocation and 32 sessions.
-		if want := 2*len(ids) + clusterStripes + 1 + len(ids); len(scripts) != want {
+		// 3 per fill (index, fill, index check), 16 revocations, 1 user
+		// revocation and 32 sessions.
+		if want := 3*len(ids) + clusterStripes + 1 + len(ids); len(scripts) != want {
 			t.Errorf("recorded %d script calls, want %d", len(scripts), want)
 		}
 		slotsUsed := map[int]bool{}

@@ -115,6 +115,30 @@ extend(key, ttl)
 return redis.call('HGETALL', key)
 `)
 
+// indexedScript reports whether a user's index lists a session: 1 or 0. It
+// reads the set with SMEMBERS (a user has few sessions) so that it needs no
+// command beyond the ones the other scripts use.
+//
+//	KEYS[1]  user sessions set
+//	ARGV[1]  device session id
+var indexedScript = redis.NewScript(`
+for _, v in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if v == ARGV[1] then return 1 end
+end
+return 0
+`)
+
+// unfillScript takes back an active record whose fill lost its index entry
+// (see Cache.Fill): it deletes the record's fields if its status is still
+// active, and returns 1; a revoked record stays, and it returns 0.
+//
+//	KEYS[1]  session hash
+var unfillScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return 0 end
+redis.call('HDEL', KEYS[1], 'user_id', 'client_public_key', 'status', 'revoked_at_ms')
+return 1
+`)
+
 // luaAnnounce assigns the next sequence number of a stripe, appends the
 // invalidation to the stripe's log and publishes it. kind is "session" or
 // "user"; the message has exactly the bytes session.Invalidation.MarshalJSON

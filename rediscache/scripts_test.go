@@ -281,7 +281,9 @@ func TestStripedScriptsTouchOneSlot(t *testing.T) {
 				}
 			}
 		}
-		if want := 2*len(ids) + 6 + 1 + len(ids); scripts != want {
+		// 3 per fill (index, fill, index check), 6 revocations, 1 user
+		// revocation and one per session of it.
+		if want := 3*len(ids) + 6 + 1 + len(ids); scripts != want {
 			t.Errorf("recorded %d script calls, want %d", scripts, want)
 		}
 		for k := range 4 {

@@ -168,8 +168,11 @@ func (c *Cache) Lookup(ctx context.Context, deviceSessionID string) (session.Rec
 // CallTimeout of starting the fetch that produced r (New enforces
 // 4 × CallTimeout < FillWindow). The second step also refuses an active
 // record when more than FillWindow/2 of Redis time passed since the first.
+// A third step checks that the index still lists the session: if Redis lost
+// the entry between the first two (a restart or failover), the active
+// record is removed again and Fill returns ErrFillRefused.
 //
-// Each of the two Redis calls is bounded by Options.CallTimeout within ctx.
+// Each Redis call is bounded by Options.CallTimeout within ctx.
 func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, error) {
 	if err := r.Validate(); err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill: %w", err)
@@ -221,7 +224,40 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 	if err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill %s: stored record: %w", session.Redact(id), err)
 	}
+	if active && r.UserID != "" && stored.Status == session.StatusActive {
+		if err := c.confirmIndexed(ctx, r.UserID, id); err != nil {
+			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
+		}
+	}
 	return stored, nil
+}
+
+// confirmIndexed checks, after an active fill, that the user's index still
+// lists the session. It does not when Redis lost data between the index
+// step and the write (it restarted empty, or failed over, while the fill
+// was between its two calls, go-redis' retries included): the record is
+// then active where a user-wide revocation, which finds sessions through
+// the index, would miss it. So the record is taken out again (its fields
+// deleted, unless a revocation replaced it meanwhile) and ErrFillRefused
+// returned. If the check itself fails, its error is returned and the
+// record stays; Redis is then unreachable or has lost it too.
+func (c *Cache) confirmIndexed(ctx context.Context, userID, id string) error {
+	cctx, cancel := c.call(ctx)
+	listed, err := indexedScript.Run(cctx, c.rdb, []string{c.layout.UserSessionsKey(userID)}, id).Int()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("check the index: %w", err)
+	}
+	if listed == 1 {
+		return nil
+	}
+	c.store.fillsRefused.Add(1)
+	cctx, cancel = c.call(ctx)
+	defer cancel()
+	if err := unfillScript.Run(cctx, c.rdb, []string{c.layout.SessionKey(id)}).Err(); err != nil {
+		return fmt.Errorf("the index lost the session since the index step; remove the record: %w", err)
+	}
+	return fmt.Errorf("the index lost the session since the index step: %w", ErrFillRefused)
 }
 
 // index runs the index script: it returns the Redis time in ms, or 0 when
