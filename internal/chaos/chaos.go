@@ -26,7 +26,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,6 +64,11 @@ type Config struct {
 	Guard *backend.GuardOptions
 	// RedisConfig holds extra redis.conf lines.
 	RedisConfig []string
+	// Direct connects the replicas straight to the server, without
+	// proxies (Replica.DataProxy and SubProxy are nil) and without
+	// recording their commands: for load tests, where the proxies' copying
+	// and the recorder would compete for the CPU.
+	Direct bool
 	// Cold starts the replicas on a Redis that has never carried an
 	// invalidation. By default one revocation (of a session no test uses)
 	// is written before the replicas start, so that each one's position
@@ -198,7 +203,8 @@ type Replica struct {
 	Name  string
 	Cache *tiered.Cache
 	// DataProxy carries the data commands (and the subscriber's reads of
-	// counters and logs); SubProxy carries the SUBSCRIBE connection.
+	// counters and logs); SubProxy carries the SUBSCRIBE connection. Both
+	// are nil with Config.Direct.
 	DataProxy, SubProxy *toxitest.Proxy
 	Sub                 *SubControl
 	Events              *EventLog
@@ -223,11 +229,17 @@ func (e *Env) newReplica(name string) *Replica {
 	tb, cfg := e.tb, e.Config
 	tb.Helper()
 	r := &Replica{Name: name, Events: NewEventLog(), Sub: NewSubControl(e.Layout.Channel())}
-	r.DataProxy = toxitest.Start(tb, e.Redis.Addr)
-	r.SubProxy = toxitest.Start(tb, e.Redis.Addr)
-	r.Data = redis.NewClient(&redis.Options{Addr: r.DataProxy.Addr(), ClientName: name, ContextTimeoutEnabled: true})
-	r.Data.AddHook(e.Recorder.Hook(name))
-	subClient := redis.NewClient(&redis.Options{Addr: r.SubProxy.Addr(), Dialer: r.Sub.Dial, ContextTimeoutEnabled: true})
+	dataAddr, subAddr := e.Redis.Addr, e.Redis.Addr
+	if !cfg.Direct {
+		r.DataProxy = toxitest.Start(tb, e.Redis.Addr)
+		r.SubProxy = toxitest.Start(tb, e.Redis.Addr)
+		dataAddr, subAddr = r.DataProxy.Addr(), r.SubProxy.Addr()
+	}
+	r.Data = redis.NewClient(&redis.Options{Addr: dataAddr, ClientName: name, ContextTimeoutEnabled: true})
+	if !cfg.Direct {
+		r.Data.AddHook(e.Recorder.Hook(name))
+	}
+	subClient := redis.NewClient(&redis.Options{Addr: subAddr, Dialer: r.Sub.Dial, ContextTimeoutEnabled: true})
 	l2, err := rediscache.New(splitClient{Client: r.Data, sub: subClient}, rediscache.Options{LogMaxLen: cfg.LogMaxLen, CallTimeout: cfg.CallTimeout})
 	if err != nil {
 		tb.Fatal(err)
@@ -272,27 +284,37 @@ func (e *Env) newReplica(name string) *Replica {
 	return r
 }
 
+// SubscriberClient returns the fields of the replica's subscriber
+// connection in CLIENT LIST TYPE pubsub ("id", "omem", ...), or nil if
+// Redis lists none.
+func (e *Env) SubscriberClient(ctx context.Context, r *Replica) (map[string]string, error) {
+	list, err := e.Admin.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		return nil, err
+	}
+	for line := range strings.Lines(list) {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["name"] == r.Name {
+			return fields, nil
+		}
+	}
+	return nil, nil
+}
+
 // SubscriberID returns the CLIENT ID of the replica's subscriber
 // connection, or 0 if Redis lists none.
 func (e *Env) SubscriberID(ctx context.Context, r *Replica) (int64, error) {
-	list, err := e.Admin.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
-	if err != nil {
+	fields, err := e.SubscriberClient(ctx, r)
+	if err != nil || fields == nil {
 		return 0, err
 	}
-	for line := range strings.Lines(list) {
-		if !strings.Contains(line, " name="+r.Name+" ") {
-			continue
-		}
-		var id int64
-		if m := clientIDPattern.FindStringSubmatch(line); m != nil {
-			_, err := fmt.Sscan(m[1], &id)
-			return id, err
-		}
-	}
-	return 0, nil
+	return strconv.ParseInt(fields["id"], 10, 64)
 }
-
-var clientIDPattern = regexp.MustCompile(`^id=(\d+) `)
 
 // KillSubscriber closes the replica's subscriber connection on the server
 // side (CLIENT KILL ID). It reports whether there was one.

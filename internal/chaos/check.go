@@ -109,8 +109,9 @@ func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
 						what = "user " + rv.User
 					}
 					rep.Violations = append(rep.Violations, Violation{Kind: "stale-active", Detail: fmt.Sprintf(
-						"replica-%d answered %s active (tier %v) at %v, %v after the revocation (%s, via replica-%d) returned at %v; bound %v",
-						l.Replica, session.Redact(id), l.Tier, at(l.Call), stale.Round(time.Millisecond), what, rv.Replica, at(rv.Return), bound)})
+						"replica-%d answered %s active (tier %v) at %v, %v after the revocation (%s, via replica-%d, called at %v, %d tries) returned at %v; bound %v%s",
+						l.Replica, session.Redact(id), l.Tier, at(l.Call), stale.Round(time.Millisecond), what, rv.Replica,
+						at(rv.Call), rv.Tries, at(rv.Return), bound, l2Trace(h.L2, id))})
 				}
 			}
 		}
@@ -120,21 +121,31 @@ func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
 	rep.L2Ops = len(h.L2)
 	l2 := CheckL2(h.L2, l2Timeout, visDir, fmt.Sprintf("sessioncache-chaos-l2-%d", h.Seed))
 	rep.L2, rep.Visualization = l2.Result, l2.Visualization
-	for id, ops := range l2.Illegal {
-		var b strings.Builder
-		for _, op := range ops {
-			fmt.Fprintf(&b, "\n      %v..%v %s", time.Duration(op.Call).Round(time.Millisecond),
-				retString(op), l2Model.DescribeOperation(op, op.Out))
-		}
+	for id := range l2.Illegal {
 		rep.Violations = append(rep.Violations, Violation{Kind: "l2-model", Detail: fmt.Sprintf(
-			"porcupine: session %s broke the register model (visualization: %s); its operations:%s",
-			session.Redact(id), rep.Visualization, b.String())})
+			"porcupine: session %s broke the register model (visualization: %s)%s",
+			session.Redact(id), rep.Visualization, l2Trace(h.L2, id))})
 	}
 	if l2.Result == porcupine.Unknown {
 		rep.Violations = append(rep.Violations, Violation{Kind: "l2-model", Detail: fmt.Sprintf(
 			"porcupine: no verdict within %v over %d operations", l2Timeout, rep.L2Ops)})
 	}
 	return rep
+}
+
+// l2Trace lists the recorded L2 operations on session id, and the
+// restarts, in call order.
+func l2Trace(ops []L2Op, id string) string {
+	var b strings.Builder
+	b.WriteString("; its L2 operations:")
+	for _, op := range ops {
+		if op.Session != id && op.Kind != L2Flush {
+			continue
+		}
+		fmt.Fprintf(&b, "\n      %v..%v %s", time.Duration(op.Call).Round(time.Millisecond),
+			retString(op), l2Model.DescribeOperation(op, op.Out))
+	}
+	return b.String()
 }
 
 func retString(op L2Op) string {

@@ -458,8 +458,10 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 func clearFaults(env *Env) {
 	env.Backend.SetFault(backendtest.Fault{})
 	for _, r := range env.Replicas {
-		r.DataProxy.Clear()
-		r.SubProxy.Clear()
+		if r.DataProxy != nil {
+			r.DataProxy.Clear()
+			r.SubProxy.Clear()
+		}
 	}
 }
 

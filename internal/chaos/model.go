@@ -21,7 +21,9 @@ import (
 //     its time limit, writing nothing (never over revoked: the script checks
 //     revoked first);
 //   - a revoked fill and a revocation write revoked;
-//   - a restart (flush) empties it.
+//   - a restart (flush) empties it;
+//   - an unfill (a fill taken back because its index entry was lost)
+//     empties it if it holds active, and says whether it did.
 //
 // An operation whose outcome is unknown (a timeout) may have taken effect
 // or not, with any output. The model state is therefore the set of values
@@ -50,6 +52,8 @@ var l2Model = porcupine.Model{
 				return fmt.Sprintf("%s revoke -> ?", op.Replica)
 			}
 			return fmt.Sprintf("%s revoke", op.Replica)
+		case L2Unfill:
+			return fmt.Sprintf("%s unfill -> %s", op.Replica, output)
 		}
 		return "restart"
 	},
@@ -110,6 +114,11 @@ func step(v string, op L2Op, out string) (string, bool) {
 		return StateRevoked, true
 	case L2Flush:
 		return StateNone, true
+	case L2Unfill:
+		if v == StateActive {
+			return StateNone, op.Unknown || out == OutRemoved
+		}
+		return v, op.Unknown || out == OutKept
 	case L2Fill:
 		switch {
 		case op.Status != StateActive, v == StateRevoked:

@@ -22,6 +22,7 @@ const (
 	L2Fill                     // the fill script (or, with GuardedFill disabled, a plain HSET)
 	L2Revoke                   // the revoke_session script
 	L2Flush                    // a redis-server restart: every hash is gone
+	L2Unfill                   // the unfill script: an active record taken back after its index entry was lost
 )
 
 func (k L2Kind) String() string {
@@ -34,6 +35,8 @@ func (k L2Kind) String() string {
 		return "revoke"
 	case L2Flush:
 		return "flush"
+	case L2Unfill:
+		return "unfill"
 	}
 	return "L2Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -44,6 +47,8 @@ const (
 	StateActive  = "active"
 	StateRevoked = "revoked"
 	OutRefused   = "refused" // an active fill refused by its time limit: nothing written
+	OutRemoved   = "removed" // an unfill that removed an active record
+	OutKept      = "kept"    // an unfill that found no active record
 )
 
 // L2Op is one recorded operation. Call and Return are nanoseconds since the
@@ -192,6 +197,15 @@ func (h recorderHook) observe(cmd redis.Cmder, err error, call, ret time.Time) {
 		default:
 			return
 		}
+	case L2Unfill:
+		c, ok := cmd.(*redis.Cmd)
+		if !ok {
+			return
+		}
+		op.Out = OutKept
+		if n, _ := c.Val().(int64); n == 1 {
+			op.Out = OutRemoved
+		}
 	}
 	h.r.add(op)
 }
@@ -234,6 +248,8 @@ func (h recorderHook) classify(args []any) (L2Op, bool) {
 		switch {
 		case n == 1 && len(argv) >= 3: // fill: user, key, status, ...
 			return L2Op{Kind: L2Fill, Session: id, Status: fmt.Sprint(argv[2])}, true
+		case n == 1 && len(argv) == 0: // unfill
+			return L2Op{Kind: L2Unfill, Session: id}, true
 		case n == 3: // revoke_session: session hash, counter, log
 			return L2Op{Kind: L2Revoke, Session: id}, true
 		}
