@@ -110,7 +110,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		s.logf("== %s", st.name)
 		t0 := time.Now()
 		if err := st.f(ctx); err != nil {
-			return fmt.Errorf("%s: %w", st.name, err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The report says what could not be measured; the other
+			// steps still run.
+			s.logf("   FAILED: %v", err)
+			s.failures = append(s.failures, fmt.Sprintf("%s: %v", st.name, err))
+			continue
 		}
 		s.logf("   done in %v", time.Since(t0).Round(time.Second))
 	}

@@ -348,6 +348,9 @@ func (s *suite) report(ts []target) string {
 		}
 	}
 
+	if len(s.failures) > 0 {
+		p("### What failed in this run\n\n```\n%s\n```\n\n", strings.Join(s.failures, "\n"))
+	}
 	s.reportLibrary(&b)
 	s.reportHitRatio(&b)
 	s.reportMixed(&b)
@@ -383,9 +386,6 @@ func (s *suite) reportLibrary(b *strings.Builder) {
 	p("\nThroughput of the L2-hit side is the inverse of its time per operation. A lookup whose Redis read\n")
 	p("exceeds rediscache's CallTimeout (250 ms) fails closed; the share that did, median over the samples:\n")
 	p("%.3f%% at 16 goroutines, %.3f%% at 64.\n\n", bench.Median(s.lib.values("BenchmarkL2Hit/g16/lookup", "failed-%")), bench.Median(s.lib.values("BenchmarkL2Hit/g64/lookup", "failed-%")))
-	if len(s.failures) > 0 {
-		p("Benchmark runs that failed twice (their round has no samples):\n\n```\n%s\n```\n\n", strings.Join(s.failures, "\n"))
-	}
 
 	p("## Revocation fan-out\n\n`tiered`'s `BenchmarkFanout`: three replicas with the session in their L1; a fourth client revokes it\n")
 	p("(`rediscache.RevokeSession`: the Lua script writes the hash, the sequence and the log, and publishes);\n")
@@ -456,23 +456,26 @@ func (s *suite) reportMixed(b *strings.Builder) {
 			p("**%s could not be measured**: %v\n\n", name, err)
 		}
 	}
-	p("Medians over the rounds:\n\n| system | ops/s | local hit ratio | hit p50 | hit p99 | lookup p50 | lookup p99 | revocation p50 |\n|---|---|---|---|---|---|---|---|\n")
+	p("Medians over the rounds (failed: operations that returned an error, such as a Redis read past its\n")
+	p("timeout, which sessioncache answers by failing closed):\n\n")
+	p("| system | ops/s | local hit ratio | hit p50 | hit p99 | lookup p50 | lookup p99 | revocation p50 | failed |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, name := range bench.Systems {
-		var thr, hr, h50, h99, l50, l99, r50 []float64
+		var thr, hr, h50, h99, l50, l99, r50, failed []float64
 		for _, round := range s.mixed {
 			if r, ok := mixedRound(round, name); ok {
 				thr, hr = append(thr, r.Throughput), append(hr, r.HitRatio)
 				h50, h99 = append(h50, float64(r.HitP50)), append(h99, float64(r.HitP99))
 				l50, l99 = append(l50, float64(r.LookupP50)), append(l99, float64(r.LookupP99))
 				r50 = append(r50, float64(r.RevokeP50))
+				failed = append(failed, float64(r.Errors)/float64(max(r.Ops, 1)))
 			}
 		}
 		if len(thr) == 0 {
-			p("| %s | n/a | | | | | | |\n", name)
+			p("| %s | n/a | | | | | | | |\n", name)
 			continue
 		}
 		d := func(v []float64) string { return us(time.Duration(bench.Median(v))) }
-		p("| %s | %.0f | %.1f%% | %s | %s | %s | %s | %s |\n", name, bench.Median(thr), 100*bench.Median(hr), d(h50), d(h99), d(l50), d(l99), d(r50))
+		p("| %s | %.0f | %.1f%% | %s | %s | %s | %s | %s | %.3f%% |\n", name, bench.Median(thr), 100*bench.Median(hr), d(h50), d(h99), d(l50), d(l99), d(r50), 100*bench.Median(failed))
 	}
 	p("\nPer round (ops/s):\n\n| round |")
 	for _, name := range bench.Systems {
@@ -520,9 +523,9 @@ func (s *suite) reportScale(b *strings.Builder) {
 	p("3 × L1 lookups, then is measured for 3 s. Redis reads per second are the L1 misses per second at the\n")
 	p("throughput the point reached (a closed loop: fewer misses also means more lookups per second).\n\n")
 	p("![scale curve](bench/scale.png)\n\n")
-	p("| sessions | L1 entries | L1 hit ratio | lookups/s | Redis reads/s |\n|---|---|---|---|---|\n")
+	p("| sessions | L1 entries | L1 hit ratio | lookups/s | Redis reads/s | failed closed |\n|---|---|---|---|---|---|\n")
 	for _, pt := range s.scale {
-		p("| %s | %s | %.2f%% | %.0f | %.0f |\n", humanInt(pt.Sessions), humanInt(pt.L1), 100*pt.HitRatio, pt.LookupsPerSec, pt.L2PerSec)
+		p("| %s | %s | %.2f%% | %.0f | %.0f | %.3f%% |\n", humanInt(pt.Sessions), humanInt(pt.L1), 100*pt.HitRatio, pt.LookupsPerSec, pt.L2PerSec, 100*pt.Failed)
 	}
 	p("\n")
 }
