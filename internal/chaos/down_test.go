@@ -29,11 +29,12 @@ import (
 func TestRedisDown(t *testing.T) {
 	env := NewEnv(t, Config{Replicas: 2})
 	cfg := env.Config
-	a, b := env.Replicas[0], env.Replicas[1]
+	b := env.Replicas[1]
 	recs := ids(env.NewSessions(12, 3))
 	active, revoked, fresh := recs[0], recs[1], recs[2:]
 	warm(t, b, []string{active, revoked})
-	revokeVia(t, env, a, revoked)
+	// Revoked through b itself, so that b's L1 holds it revoked at once.
+	revokeVia(t, env, b, revoked)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if got, _ := b.Cache.Lookup(ctx, revoked); got.Status != session.StatusRevoked {
