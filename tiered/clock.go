@@ -7,7 +7,7 @@ import (
 )
 
 // coarseTick is the resolution of L1's default clock.
-const coarseTick = time.Millisecond
+const coarseTick = 10 * time.Millisecond
 
 // coarseClock is L1's clock when Options.Now is not set: a monotonic
 // reading refreshed every coarseTick by run, so that an L1 hit loads one

@@ -108,9 +108,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now. When Now is set and Local.Now is
 	// not, L1 uses Now too; when neither is set, L1 checks expiry against
-	// a clock that a goroutine of the Cache refreshes every millisecond, so
+	// a clock that a goroutine of the Cache refreshes every 10 ms, so
 	// that an L1 hit does not read the system clock (an entry may then
-	// outlive its TTL by about a millisecond).
+	// outlive its TTL by about 10 ms).
 	Now func() time.Time
 }
 
