@@ -107,7 +107,7 @@ func (p Panel) draw(img *image.RGBA, r image.Rectangle) error {
 		hline(img, plot.Min.X, plot.Max.X, y, grey)
 		text := humanCount(v)
 		if p.YPercent {
-			text = strconv.FormatFloat(100*v, 'f', -1, 64) + "%"
+			text = strconv.FormatFloat(math.Round(100*v), 'f', -1, 64) + "%"
 		}
 		label(img, r.Min.X+8, y+4, text, black)
 	}

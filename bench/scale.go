@@ -30,9 +30,9 @@ type ScaleOptions struct {
 	Zipf float64
 	// Workers is the number of goroutines. Default 16.
 	Workers int
-	// Warmup is the minimum warm-up; it lasts until 3 × L1 lookups were
-	// made (the L1 is full by then), for at most MaxWarmup. Defaults 1s
-	// and 20s.
+	// Warmup is the minimum warm-up; it lasts until 10 × L1 lookups were
+	// made (the L1 is full and its segments settled by then), for at most
+	// MaxWarmup. Defaults 1s and 20s.
 	Warmup, MaxWarmup time.Duration
 	// Measure is the measured phase. Default 3s.
 	Measure time.Duration
@@ -46,6 +46,9 @@ type ScalePoint struct {
 	// LookupsPerSec is the lookup throughput; L2PerSec the Redis reads
 	// (L1 misses) per second it caused.
 	LookupsPerSec, L2PerSec float64
+	// L2Per100k is the Redis reads per second that 100,000 lookups per
+	// second cause: the miss ratio, scaled.
+	L2Per100k float64
 	// Warmup is how long the warm-up lasted.
 	Warmup time.Duration
 	// Failed is the share of lookups that failed closed (Redis did not
@@ -127,7 +130,7 @@ func RunScale(ctx context.Context, opts ScaleOptions) (ScalePoint, error) {
 	start := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for time.Since(start) < opts.Warmup || (lookups.Load() < 3*int64(opts.L1) && time.Since(start) < opts.MaxWarmup) {
+	for time.Since(start) < opts.Warmup || (lookups.Load() < 10*int64(opts.L1) && time.Since(start) < opts.MaxWarmup) {
 		select {
 		case <-ctx.Done():
 			return ScalePoint{}, ctx.Err()
@@ -154,6 +157,7 @@ func RunScale(ctx context.Context, opts ScaleOptions) (ScalePoint, error) {
 		Failed: float64(f) / float64(max(total, 1))}
 	if hits+misses > 0 {
 		p.HitRatio = float64(hits) / float64(hits+misses)
+		p.L2Per100k = 100_000 * float64(misses) / float64(hits+misses)
 	}
 	return p, nil
 }

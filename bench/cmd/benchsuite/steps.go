@@ -333,14 +333,49 @@ func (s *suite) runProfiles(ctx context.Context) error {
 	return nil
 }
 
-// profileBench profiles one tiered benchmark and returns pprof's top of
-// what Lookup calls.
+// profileBench profiles one tiered benchmark and returns how much of
+// Lookup's CPU time lies outside go-redis, and pprof's top of that part.
 func (s *suite) profileBench(ctx context.Context, pattern string) (string, error) {
 	prof := filepath.Join(s.tmp, "cpu.prof")
 	if _, err := s.bench(ctx, "tiered", pattern, "-test.benchtime", "2s", "-test.cpuprofile", prof); err != nil {
 		return "", err
 	}
-	return pprofTop(ctx, s.bins["tiered"], prof, `tiered\.\(\*Cache\)\.LookupTier`)
+	const lookup = `tiered\.\(\*Cache\)\.LookupTier`
+	bin := s.bins["tiered"]
+	all, err := pprofTop(ctx, bin, prof, lookup)
+	if err != nil {
+		return "", err
+	}
+	outside, err := pprofTop(ctx, bin, prof, lookup, "-ignore", "redis/go-redis")
+	if err != nil {
+		return "", err
+	}
+	total, inRedis := cumOf(all, "tiered.(*Cache).LookupTier"), cumOf(all, "go-redis/v9.cmdable.HGetAll")
+	share := 100 * (total - inRedis) / max(total, 1e-9)
+	summary := fmt.Sprintf("LookupTier: %.2fs of CPU samples, of which HGETALL (go-redis) %.2fs: %.0f%% of the lookup's client CPU is outside the Redis call.\n"+
+		"Below, the top of that %.0f%% (samples under go-redis ignored):\n\n", total, inRedis, share, share)
+	return summary + outside, nil
+}
+
+// cumOf returns the cumulative seconds that pprof's -top -cum text gives
+// the first function whose name contains fn, or 0.
+func cumOf(top, fn string) float64 {
+	for line := range strings.Lines(top) {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.Contains(f[5], fn) {
+			continue
+		}
+		v, scale := strings.TrimSuffix(f[3], "s"), 1.0
+		if strings.HasSuffix(f[3], "ms") {
+			v, scale = strings.TrimSuffix(f[3], "ms"), 1e-3
+		}
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0
+		}
+		return x * scale
+	}
+	return 0
 }
 
 // profileMixed profiles a run of the mixed workload on sessioncache in
@@ -376,9 +411,10 @@ func (s *suite) profileMixed(ctx context.Context) (string, error) {
 }
 
 // pprofTop returns the 40 heaviest functions (cumulative) of the samples
-// that pass through focus.
-func pprofTop(ctx context.Context, bin, prof, focus string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount", "40", "-focus", focus, bin, prof).Output()
+// that pass through focus; extra are more pprof flags.
+func pprofTop(ctx context.Context, bin, prof, focus string, extra ...string) (string, error) {
+	args := append([]string{"tool", "pprof", "-top", "-cum", "-nodecount", "40", "-focus", focus}, extra...)
+	out, err := exec.CommandContext(ctx, "go", append(args, bin, prof)...).Output()
 	if err != nil {
 		return "", fmt.Errorf("go tool pprof: %w", err)
 	}
