@@ -182,14 +182,18 @@ func TestHistories(t *testing.T) {
 	}
 }
 
-// TestMessageDropHistories is the control of the gap-detection teeth test:
-// the same histories with FaultDrop (one numbered message lost on a live
-// subscriber connection, and a next message 300 ms later), every guard on:
-// the gap is detected at the next message and the lost one replayed, so 0
-// violations.
-func TestMessageDropHistories(t *testing.T) {
+// TestTargetedFaultHistories is the control of the teeth tests that use
+// targeted faults: the same histories with FaultDrop (one numbered message
+// lost on a live subscriber connection, and a next message 300 ms later),
+// FaultFillRace (a backend answer read before a revocation whose message
+// the filling replica lost, delivered after it) and FaultL1Race (a Redis
+// read answered after the revocation's message arrived), every guard on:
+// the gap is detected at the next message and the lost one replayed, the
+// guarded fill keeps the tombstone, the L1 generation check stores the
+// late read as revoked; so 0 violations.
+func TestTargetedFaultHistories(t *testing.T) {
 	list := seeds(t, 30, 500)
-	sum := runHistories(t, HistoryConfig{Faults: []FaultKind{FaultDrop}, FaultRate: 1}, list, false)
+	sum := runHistories(t, HistoryConfig{Faults: []FaultKind{FaultDrop, FaultFillRace, FaultL1Race}, FaultRate: 0.6}, list, false)
 	t.Logf("%v", sum)
 	if sum.dropped == 0 {
 		t.Errorf("no message was dropped in %d histories", sum.histories)

@@ -34,6 +34,32 @@ const (
 	FaultBackend
 	// FaultRestart kills redis-server and starts it again, empty.
 	FaultRestart
+	// FaultBackendSlowAnswer delays the backend's answers by 50 to 300 ms
+	// after it has read the record, for 0.2 to 0.8 s: the answer is
+	// already stale when it arrives (a slow network between backend and
+	// gateway), which widens the window in which a revocation can land
+	// between the read and the fill.
+	FaultBackendSlowAnswer
+	// FaultFillRace forces the stale-fill race on a new session: a replica
+	// misses it and asks the backend; the backend reads it active, and
+	// before it answers, another replica revokes the session while the
+	// revocation's message is lost at the first replica (as FaultDrop).
+	// The answer then arrives active, after the revocation, at a replica
+	// that does not know of it: only the guarded L2 fill stands between it
+	// and an active record over the tombstone. 300 ms later a session
+	// outside the history is revoked, so that a next message follows the
+	// lost one. Not in DefaultFaults (it loses a message): see TestTeeth
+	// and TestMessageDropHistories.
+	FaultFillRace
+	// FaultL1Race forces the L1 stale-set race on a new session: another
+	// replica fills it into Redis; the replica's Redis replies are delayed
+	// by 150 ms; it misses the session in L1 and reads it active from
+	// Redis, and during the delay the other replica revokes it, so the
+	// revocation's message reaches the replica between its read and its
+	// L1 fill: only the L1 generation check keeps it from storing active.
+	// Not in DefaultFaults (its latency is above their 50 ms): see
+	// TestTeeth and TestTargetedFaultHistories.
+	FaultL1Race
 	// FaultDrop drops one numbered message on one replica's live
 	// subscriber connection (a client-side loss that only the sequence
 	// gap reveals): the replica looks up a session (caching it), the
@@ -43,7 +69,7 @@ const (
 	FaultDrop
 )
 
-var faultNames = [...]string{"", "kill", "blackhole", "latency", "backend", "restart", "drop"}
+var faultNames = [...]string{"", "kill", "blackhole", "latency", "backend", "restart", "slow-answer", "fill-race", "l1-race", "drop"}
 
 func (k FaultKind) String() string {
 	if k <= 0 || int(k) >= len(faultNames) {
@@ -53,7 +79,7 @@ func (k FaultKind) String() string {
 }
 
 // DefaultFaults are the faults histories draw from by default.
-var DefaultFaults = []FaultKind{FaultKill, FaultBlackhole, FaultLatency, FaultBackend, FaultRestart}
+var DefaultFaults = []FaultKind{FaultKill, FaultBlackhole, FaultLatency, FaultBackend, FaultRestart, FaultBackendSlowAnswer}
 
 // Fault is one fault of a history's plan.
 type Fault struct {
@@ -67,7 +93,7 @@ type Fault struct {
 
 func (f Fault) String() string {
 	switch f.Kind {
-	case FaultKill, FaultDrop:
+	case FaultKill, FaultDrop, FaultFillRace, FaultL1Race:
 		return fmt.Sprintf("%v(replica-%d)@%v", f.Kind, f.Replica, f.At)
 	case FaultBlackhole:
 		return fmt.Sprintf("blackhole(replica-%d, %v)@%v", f.Replica, f.Length, f.At)
@@ -78,6 +104,8 @@ func (f Fault) String() string {
 			return fmt.Sprintf("backend(%d, %v)@%v", f.Status, f.Length, f.At)
 		}
 		return fmt.Sprintf("backend(slow %v, %v)@%v", f.Latency, f.Length, f.At)
+	case FaultBackendSlowAnswer:
+		return fmt.Sprintf("slow-answer(%v, %v)@%v", f.Latency, f.Length, f.At)
 	}
 	return fmt.Sprintf("%v@%v", f.Kind, f.At)
 }
@@ -191,15 +219,28 @@ func plan(rng *rand.Rand, c HistoryConfig) ([]Fault, time.Duration) {
 	}
 	var faults []Fault
 	for len(faults) == 0 {
+		blackholed := map[int]bool{} // a replica's proxy takes one blackhole at a time
 		for _, k := range c.Faults {
 			if rng.Float64() >= c.FaultRate {
 				continue
 			}
 			f := Fault{Kind: k, Replica: rng.IntN(c.Env.Replicas)}
+			if k == FaultBlackhole {
+				if len(blackholed) == c.Env.Replicas {
+					continue
+				}
+				for blackholed[f.Replica] {
+					f.Replica = (f.Replica + 1) % c.Env.Replicas
+				}
+				blackholed[f.Replica] = true
+			}
 			switch k {
 			case FaultKill:
 				f.At = between(d/10, 7*d/10)
 			case FaultDrop:
+				f.At = between(d/10, 7*d/10)
+				f.Length = 300 * time.Millisecond
+			case FaultFillRace, FaultL1Race:
 				f.At = between(d/10, 7*d/10)
 				f.Length = 300 * time.Millisecond
 			case FaultBlackhole:
@@ -218,6 +259,10 @@ func plan(rng *rand.Rand, c HistoryConfig) ([]Fault, time.Duration) {
 				}
 			case FaultRestart:
 				f.At = between(2*d/10, 7*d/10)
+			case FaultBackendSlowAnswer:
+				f.At = between(0, 6*d/10)
+				f.Length = between(200*time.Millisecond, 800*time.Millisecond)
+				f.Latency = between(50*time.Millisecond, 300*time.Millisecond)
 			}
 			faults = append(faults, f)
 		}
@@ -430,6 +475,67 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 				env.Restart()
 				env.Recorder.Flush(call, time.Now())
 			}})
+		case FaultBackendSlowAnswer:
+			acts = append(acts,
+				action{f.At, func() {
+					env.Backend.SetBeforeRespond(func(string, session.Record, bool) { waitUntil(time.Now(), f.Latency) })
+				}},
+				action{f.At + f.Length, func() { env.Backend.SetBeforeRespond(nil) }})
+		case FaultFillRace:
+			ri := (f.Replica + 1) % len(env.Replicas)
+			other := env.Replicas[ri]
+			acts = append(acts, action{f.At, func() {
+				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(8)))
+				id := rec.DeviceSessionID
+				p.add(id)
+				var rv Revocation
+				var once sync.Once
+				env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+					if got != id {
+						return
+					}
+					once.Do(func() {
+						r.Sub.DropNext(1)
+						env.Backend.Revoke(id)
+						rv = revoke(Revocation{Replica: ri, Covered: []string{id}},
+							func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
+					})
+				})
+				l := lookup(r, f.Replica, id)
+				env.Backend.SetBeforeRespond(nil)
+				lg.mu.Lock()
+				lg.lookups = append(lg.lookups, l)
+				if rv.Tries > 0 {
+					lg.revocations = append(lg.revocations, rv)
+				}
+				lg.mu.Unlock()
+			}}, action{f.At + f.Length, func() {
+				// The drop may have taken a client's message instead: a
+				// next message lets the gap be seen.
+				revoke(Revocation{}, func(ctx context.Context) error { return other.Cache.Revoke(ctx, "chaos-next-message") })
+			}})
+		case FaultL1Race:
+			ri := (f.Replica + 1) % len(env.Replicas)
+			other := env.Replicas[ri]
+			acts = append(acts, action{f.At, func() {
+				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(8)))
+				id := rec.DeviceSessionID
+				p.add(id)
+				first := lookup(other, ri, id) // fills Redis and the other L1
+				r.DataProxy.Latency(150 * time.Millisecond)
+				done := make(chan Lookup)
+				go func() { done <- lookup(r, f.Replica, id) }()
+				waitUntil(time.Now(), 50*time.Millisecond)
+				env.Backend.Revoke(id)
+				rv := revoke(Revocation{Replica: ri, Covered: []string{id}},
+					func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
+				l := <-done
+				r.DataProxy.Latency(0)
+				lg.mu.Lock()
+				lg.lookups = append(lg.lookups, first, l)
+				lg.revocations = append(lg.revocations, rv)
+				lg.mu.Unlock()
+			}})
 		case FaultDrop:
 			other := env.Replicas[(f.Replica+1)%len(env.Replicas)]
 			id, ri := p.pick(rng), (f.Replica+1)%len(env.Replicas)
@@ -457,6 +563,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 
 func clearFaults(env *Env) {
 	env.Backend.SetFault(backendtest.Fault{})
+	env.Backend.SetBeforeRespond(nil)
 	for _, r := range env.Replicas {
 		if r.DataProxy != nil {
 			r.DataProxy.Clear()
