@@ -330,7 +330,7 @@ func RunHistory(t testing.TB, seed uint64, hc HistoryConfig) *History {
 		slices.Sort(at)
 		wg.Go(func() { runClient(env, hc, p, &lg, crng, start, at) })
 	}
-	injectFaults(t, env, faults, start, p, &lg, rand.New(rand.NewPCG(seed, 0xfa017)))
+	injectFaults(t, env, faults, start, hc.Users, p, &lg, rand.New(rand.NewPCG(seed, 0xfa017)))
 	wg.Wait()
 	clearFaults(env)
 	audit(env, p, &lg)
@@ -447,7 +447,7 @@ type action struct {
 	do func()
 }
 
-func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *pool, lg *opLog, rng *rand.Rand) {
+func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users int, p *pool, lg *opLog, rng *rand.Rand) {
 	t.Helper()
 	var acts []action
 	for _, f := range faults {
@@ -485,10 +485,10 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 			ri := (f.Replica + 1) % len(env.Replicas)
 			other := env.Replicas[ri]
 			acts = append(acts, action{f.At, func() {
-				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(8)))
+				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
 				id := rec.DeviceSessionID
 				p.add(id)
-				var rv Revocation
+				revoked := make(chan Revocation, 1)
 				var once sync.Once
 				env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
 					if got != id {
@@ -497,7 +497,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 					once.Do(func() {
 						r.Sub.DropNext(1)
 						env.Backend.Revoke(id)
-						rv = revoke(Revocation{Replica: ri, Covered: []string{id}},
+						revoked <- revoke(Revocation{Replica: ri, Covered: []string{id}},
 							func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
 					})
 				})
@@ -505,8 +505,10 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 				env.Backend.SetBeforeRespond(nil)
 				lg.mu.Lock()
 				lg.lookups = append(lg.lookups, l)
-				if rv.Tries > 0 {
+				select {
+				case rv := <-revoked:
 					lg.revocations = append(lg.revocations, rv)
+				default: // the backend was not asked (a fault made the lookup fail first)
 				}
 				lg.mu.Unlock()
 			}}, action{f.At + f.Length, func() {
@@ -518,7 +520,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, p *po
 			ri := (f.Replica + 1) % len(env.Replicas)
 			other := env.Replicas[ri]
 			acts = append(acts, action{f.At, func() {
-				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(8)))
+				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
 				id := rec.DeviceSessionID
 				p.add(id)
 				first := lookup(other, ri, id) // fills Redis and the other L1
