@@ -32,6 +32,9 @@ func TestMixedSmoke(t *testing.T) {
 			if res.Lookups == 0 || res.Revocations == 0 || res.LocalHits == 0 {
 				t.Errorf("RunMixed(%s) = %+v, want lookups, revocations and local hits", name, res)
 			}
+			if res.RevokeP50 <= 0 {
+				t.Errorf("RunMixed(%s): revocation p50 %v, want positive", name, res.RevokeP50)
+			}
 			if res.HitP50 <= 0 || res.HitP50 > res.LookupP99 {
 				t.Errorf("RunMixed(%s): hit p50 %v, lookup p99 %v; want 0 < hit p50 <= lookup p99", name, res.HitP50, res.LookupP99)
 			}
