@@ -44,6 +44,9 @@ const (
 	// subscribe and sync.
 	minBackoff = 50 * time.Millisecond
 	maxBackoff = time.Second
+	// receiveSlack is how much longer than its timeout a receive's
+	// context lasts, so that an ordinary receive ends by its timeout.
+	receiveSlack = 50 * time.Millisecond
 	// probePrefix starts the payload of every heartbeat PING.
 	probePrefix = "rediscache-heartbeat-"
 )
@@ -387,7 +390,16 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 	}
 	confirmed := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, r.wait(time.Now(), confirmed, deadline))
+		// The context bounds the receive as its timeout does: after a
+		// connection error go-redis reconnects inside ReceiveTimeout, and
+		// a handshake on a network that went black would otherwise wait
+		// for go-redis' own dial and read timeouts (seconds) with the
+		// heartbeat stopped and the loss unreported. Failing that
+		// reconnect costs nothing: the connection is replaced anyway.
+		wait := r.wait(time.Now(), confirmed, deadline)
+		rctx, cancel := context.WithTimeout(ctx, wait+receiveSlack)
+		msg, err := ps.ReceiveTimeout(rctx, wait)
+		cancel()
 		if err != nil && !isTimeout(err) {
 			// go-redis reconnects by itself after this error; the
 			// caller closes that connection and starts its own.
