@@ -148,3 +148,35 @@ func TestBlackholeUnnoticedWithoutHeartbeat(t *testing.T) {
 		t.Errorf("Subscriber().Stats().Subscribed = false during an unnoticed blackhole, want true")
 	}
 }
+
+// TestResetDuringBlackhole closes a replica's subscriber connection on the
+// server side (CLIENT KILL) just after its network went black: the replica
+// sees the connection end, go-redis reconnects by itself inside the
+// receive call, and that new connection's handshake hangs in the black
+// hole. The loss must still be reported within the heartbeat bound
+// (HeartbeatInterval + HeartbeatTimeout + 0.5 s), not after go-redis' own
+// dial and read timeouts. Found by TestHistories (seed 138418472): the
+// replica kept serving L1 for the 3 s the blackhole lasted.
+func TestResetDuringBlackhole(t *testing.T) {
+	env := NewEnv(t, Config{Replicas: 1})
+	cfg := env.Config
+	r := env.Replicas[0]
+	start := time.Now()
+	r.SubProxy.Blackhole()
+	waitUntil(start, 25*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if killed, err := env.KillSubscriber(ctx, r); err != nil || !killed {
+		t.Fatalf("KillSubscriber = %v, %v; want the subscriber killed", killed, err)
+	}
+	lost, ok := r.Events.Wait(ctx, "lost", start)
+	limit := cfg.Heartbeat + cfg.HeartbeatTimeout + 500*time.Millisecond
+	if !ok {
+		t.Fatalf("no loss reported within 5s of a reset during a blackhole, want within %v", limit)
+	}
+	took := lost.At.Sub(start)
+	t.Logf("loss reported %v after the blackhole began (reason %s; limit %v)", took.Round(time.Millisecond), lost.Reason, limit)
+	if took > limit {
+		t.Errorf("loss reported after %v, want within %v", took, limit)
+	}
+}

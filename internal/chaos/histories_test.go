@@ -150,6 +150,9 @@ func runHistories(t *testing.T, hc HistoryConfig, list []uint64, stopAtFirst boo
 					for _, v := range rep.Violations {
 						t.Logf("  %v", v)
 					}
+					for _, line := range h.DescribeEvents() {
+						t.Logf("  %s", line)
+					}
 					if stopAtFirst {
 						mu.Lock()
 						stop = true

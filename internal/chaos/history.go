@@ -208,7 +208,8 @@ type History struct {
 	Lookups     []Lookup
 	Revocations []Revocation
 	L2          []L2Op
-	Dropped     int // messages FaultDrop dropped
+	Dropped     int       // messages FaultDrop dropped
+	Events      [][]Event // each replica's subscriber events
 }
 
 // plan draws the faults and the history's end from rng.
@@ -338,6 +339,7 @@ func RunHistory(t testing.TB, seed uint64, hc HistoryConfig) *History {
 	h.L2 = env.Recorder.Ops()
 	for _, r := range env.Replicas {
 		h.Dropped += r.Sub.Dropped()
+		h.Events = append(h.Events, r.Events.Events())
 	}
 	return h
 }
@@ -572,6 +574,25 @@ func clearFaults(env *Env) {
 			r.SubProxy.Clear()
 		}
 	}
+}
+
+// DescribeEvents returns each replica's subscriber events, one line each,
+// with times since the history's start.
+func (h *History) DescribeEvents() []string {
+	var out []string
+	for i, evs := range h.Events {
+		var b strings.Builder
+		fmt.Fprintf(&b, "replica-%d:", i)
+		for _, e := range evs {
+			fmt.Fprintf(&b, " %s(%s", e.Kind, e.Reason)
+			if e.Kind == "synced" {
+				fmt.Fprintf(&b, ", replayed %d, drop %v", e.Replayed, e.DropActive)
+			}
+			fmt.Fprintf(&b, ")@%v", e.At.Sub(h.Start).Round(time.Millisecond))
+		}
+		out = append(out, b.String())
+	}
+	return out
 }
 
 // Describe returns the plan in one line.
