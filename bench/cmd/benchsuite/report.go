@@ -226,7 +226,7 @@ func (s *suite) why(t target) string {
 	}
 	switch {
 	case strings.HasPrefix(t.key, "1"):
-		return "An L1 hit takes L1's lock, a map lookup and a list move, as golang-lru does; on top of that it reads L1's clock (a coarse clock refreshed every millisecond), compares the status and copies the record twice. On a shared two-core machine parallel runs vary widely from round to round; the interval shows it."
+		return "An L1 hit takes L1's lock, a map lookup and a list move, as golang-lru does; on top of that it reads L1's clock (a coarse clock refreshed every 10 ms), compares the status and copies the record twice. On a shared two-core machine parallel runs vary widely from round to round; the interval shows it."
 	case strings.HasPrefix(t.key, "3"):
 		return "The profile below is the Lookup side. Beyond the HGETALL itself, a Lookup pays rediscache.Get's per-call context.WithTimeout (a context and a timer allocated and stopped per call), DecodeHash (the status parse and the public key's base64 check, whose []byte conversion allocates), the L1 fill (the same validation again and an entry allocation), the L1 miss and the negative-cache check: 6 more allocations per lookup. That is the share of the lookup's client CPU the profile below gives outside the Redis call, plus collecting the extra garbage (the collector's work is not under Lookup in the profile); on a machine where client and redis-server share two cores it is lost throughput. The per-call timeout and the allocating key check lie in rediscache and session (a deadline from the client's ReadTimeout, a key check without the conversion); the rest is the price of serving a validated, decoded record."
 	case t.key == "4":
@@ -541,7 +541,7 @@ func (s *suite) reportChanges(b *strings.Builder) {
 	p("  plain LRU: at Zipf 1.1 the hit ratio went from 84.5%% to about 87.5%% (table above), at no cost on the hit\n")
 	p("  path (intrusive lists; heap per entry fell from 316 to about 270 bytes).\n")
 	p("- **L1 clock**: reading the system clock (`time.Now`, wall and monotonic) took 28%% of an L1-hit `Lookup`.\n")
-	p("  `tiered` now gives L1 a monotonic clock refreshed every millisecond by a goroutine the Cache owns and\n")
+	p("  `tiered` now gives L1 a monotonic clock refreshed every 10 ms by a goroutine the Cache owns and\n")
 	p("  stops at `Close` (a caller's `Options.Now` is still used as before).\n")
 	p("- **Counters**: an L1 hit incremented two atomic counters (L1's and tiered's), a second contended cache line\n")
 	p("  per hit in parallel; L1 now counts under its lock and `tiered.Stats` derives `L1Hits` from it.\n")
