@@ -88,6 +88,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	defer os.RemoveAll(tmp)
 
 	s := &suite{cfg: cfg, tmp: tmp, log: stderr, start: time.Now()}
+	defer func() {
+		if s.server != nil {
+			s.server.Close()
+		}
+	}()
 	s.machine = readMachine(ctx)
 	s.logf("machine: %d CPUs (%s), %s, %s; load average %s", s.machine.nproc, s.machine.cpu, s.machine.goVersion, s.machine.redis, s.machine.loadStart)
 	steps := []struct {
