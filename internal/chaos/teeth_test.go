@@ -19,7 +19,7 @@ import (
 //     revocation the filling replica did not hear of;
 //   - L1Generation: FaultL1Race, a Redis read answered after the
 //     revocation's message arrived;
-//   - Resync: the default faults (kills, blackholes, restarts);
+//   - Resync: a blackhole, a CLIENT KILL and a restart in every history;
 //   - GapDetection: FaultDrop, a message lost on a live connection.
 //
 // Run it with
@@ -32,7 +32,7 @@ func TestTeeth(t *testing.T) {
 	}{
 		{mutation.GuardedFill, HistoryConfig{Faults: []FaultKind{FaultFillRace}, FaultRate: 1}},
 		{mutation.L1Generation, HistoryConfig{Faults: []FaultKind{FaultL1Race}, FaultRate: 1}},
-		{mutation.Resync, HistoryConfig{}},
+		{mutation.Resync, HistoryConfig{Faults: []FaultKind{FaultBlackhole, FaultKill, FaultRestart}, FaultRate: 1}},
 		{mutation.GapDetection, HistoryConfig{Faults: []FaultKind{FaultDrop}, FaultRate: 1}},
 	}
 	for _, tc := range tests {
