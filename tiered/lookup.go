@@ -141,10 +141,17 @@ func (c *Cache) fetch(id string) (flight, error) {
 	}
 	if rec.Status == session.StatusActive {
 		if known := c.ownRevocations(c.l1.Check(tok, rec)); known.Status == session.StatusRevoked {
-			// A revocation reached this replica while the backend was
-			// answering: what we know is "revoked"; store that in both
-			// tiers, so Redis does not wait for the revocation's own write.
-			rec = known
+			// An invalidation reached this replica while the backend was
+			// answering. It may name this session, or only its user, whose
+			// sessions opened after that revocation stay active. The
+			// backend revokes before it publishes, so its answer to a call
+			// made now tells which; without one, serve revoked and cache
+			// nothing.
+			again, againTok, err := c.askAgain(ctx, id)
+			if err != nil {
+				return flight{rec: known, tok: tok}, nil
+			}
+			rec, tok = again, againTok
 		}
 	}
 	stored, err := c.l2.Fill(ctx, rec)
@@ -152,15 +159,18 @@ func (c *Cache) fetch(id string) (flight, error) {
 	case err == nil:
 		rec = stored
 	case errors.Is(err, rediscache.ErrFillRefused):
-		// A user-wide revocation of this user is recent. The backend,
-		// which revokes before it pushes, now knows whether this session
-		// predates it: ask once more; cache only a revoked answer.
+		// A user-wide revocation of this user is recent. The backend
+		// now knows whether this session predates it: ask once more;
+		// cache only a revoked answer.
 		c.stats.fillsRefused.Add(1)
-		again, err := c.fetchBackend(ctx, id)
-		if err != nil || again.Status != session.StatusRevoked {
+		again, againTok, err := c.askAgain(ctx, id)
+		if err != nil {
 			return flight{rec: rec, tok: tok}, nil
 		}
-		rec = again
+		if again.Status != session.StatusRevoked {
+			return flight{rec: again, tok: againTok}, nil
+		}
+		rec, tok = again, againTok
 		if stored, err := c.l2.Fill(ctx, rec); err == nil {
 			rec = stored
 		}
@@ -172,6 +182,15 @@ func (c *Cache) fetch(id string) (flight, error) {
 	}
 	rec, _ = c.l1.Fill(tok, c.ownRevocations(rec))
 	return flight{rec: rec, tok: tok}, nil
+}
+
+// askAgain repeats a backend call whose answer a revocation may have
+// overtaken. The token is taken first, so that Check and Fill with it catch
+// any invalidation that arrives during this call too.
+func (c *Cache) askAgain(ctx context.Context, id string) (session.Record, localcache.Token, error) {
+	tok := c.l1.Begin()
+	rec, err := c.fetchBackend(ctx, id)
+	return rec, tok, err
 }
 
 // fetchBackend makes one backend call and caches an unknown answer.

@@ -501,3 +501,54 @@ func TestRedisDownFallsThroughAndFailsClosed(t *testing.T) {
 		t.Fatalf("both down: a revoked L1 entry = %+v, %v; want revoked", got, err)
 	}
 }
+
+// A user-wide revocation names a user, not sessions: a session the user
+// opened after it stays active. When the revocation's message reaches a
+// replica while the backend is answering for such a session, the replica
+// cannot tell from the message alone; it must not store the session as
+// revoked in Redis, where every replica would reject it.
+func TestSessionOpenedAfterUserRevocationStaysActive(t *testing.T) {
+	const runs = 50
+	e := newEnv(t)
+	a := e.replica(t, "a", testHooks{})
+	b := e.replica(t, "b", testHooks{})
+	for i := range runs {
+		user := fmt.Sprintf("user-%d", i)
+		old, _ := e.backend.NewSession(user)
+		e.backend.RevokeUser(user) // the backend revokes, then pushes (below)
+		rec, _ := e.backend.NewSession(user)
+		id := rec.DeviceSessionID
+		var fired atomic.Bool
+		e.backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+			if got == id && fired.CompareAndSwap(false, true) {
+				// the push arrives while the backend answers for the new session
+				if err := b.RevokeUser(ctx, user); err != nil {
+					t.Errorf("RevokeUser: %v", err)
+				}
+				a.obs.wait(t, user, 5*time.Second)
+			}
+		})
+		got, err := a.Lookup(ctx, id)
+		if err != nil {
+			t.Fatalf("run %d: Lookup: %v", i, err)
+		}
+		if !fired.Load() {
+			t.Fatalf("run %d: the backend hook did not run", i)
+		}
+		if got.Status != session.StatusActive {
+			t.Errorf("run %d: a session opened after its user's revocation answered %v, want active", i, got.Status)
+		}
+		if s := e.redisStatus(t, id); s == "revoked" {
+			t.Fatalf("run %d: Redis holds the new session as revoked", i)
+		}
+		for _, r := range []*replica{a, b} {
+			if got, err := r.Lookup(ctx, id); err != nil || got.Status != session.StatusActive {
+				t.Fatalf("run %d: later Lookup = %v, %v; want active", i, got.Status, err)
+			}
+			if got, err := r.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
+				t.Fatalf("run %d: the user's earlier session = %v, %v; want revoked", i, got.Status, err)
+			}
+		}
+	}
+	e.backend.SetBeforeRespond(nil)
+}
