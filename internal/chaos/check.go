@@ -28,6 +28,9 @@ type Report struct {
 	Violations []Violation
 	// Lookups counts lookups by answer.
 	Lookups map[Answer]int
+	// FalseRevoked counts revoked answers that no revocation explains
+	// (failing closed, not a violation).
+	FalseRevoked int
 	// MaxStale is the longest time after a revocation returned at which
 	// a lookup of a covered session began and was answered active (0 if
 	// none was): how close the history came to the bound.
@@ -40,7 +43,8 @@ type Report struct {
 }
 
 // Check checks a history: per (replica, session), no active answer to a
-// lookup that began after that replica had answered revoked; no active
+// lookup that began after that replica had answered revoked (after the
+// backend began revoking the session); no active
 // answer to a lookup that began more than bound after a revocation covering
 // the session returned; and the L2 operations against the register model
 // (porcupine, with l2Timeout). A failing porcupine check writes its
@@ -54,7 +58,20 @@ func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
 	}
 	at := func(t time.Time) time.Duration { return t.Sub(h.Start).Round(time.Millisecond) }
 
-	// (a) per replica and session, the first revoked answer.
+	// (a) per replica and session, the first revoked answer that a
+	// revocation can explain: one that returned after the backend began
+	// revoking the session. Any other revoked answer was the cache failing
+	// closed on a session nobody revoked (a user-wide revocation's message
+	// cannot name the sessions its user opens after it); the session may
+	// be answered active later, and such answers are only counted.
+	revokedFrom := map[string]time.Time{}
+	for _, rv := range h.Revocations {
+		for _, id := range rv.Covered {
+			if f, ok := revokedFrom[id]; !ok || rv.Backend.Before(f) {
+				revokedFrom[id] = rv.Backend
+			}
+		}
+	}
 	type key struct {
 		replica int
 		session string
@@ -62,6 +79,10 @@ func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
 	firstRevoked := map[key]Lookup{}
 	for _, l := range lookups {
 		if l.Answer != AnswerRevoked {
+			continue
+		}
+		if from, ok := revokedFrom[l.Session]; !ok || l.Return.Before(from) {
+			rep.FalseRevoked++
 			continue
 		}
 		k := key{l.Replica, l.Session}

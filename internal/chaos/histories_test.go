@@ -68,16 +68,17 @@ func seeds(t *testing.T, n, soakN int) []uint64 {
 
 // summary aggregates the reports of many histories.
 type summary struct {
-	mu         sync.Mutex
-	histories  int
-	violations int
-	lookups    map[Answer]int
-	faults     map[FaultKind]int
-	maxStale   time.Duration
-	l2Ops      int
-	longest    time.Duration
-	dropped    int
-	failed     []uint64
+	mu           sync.Mutex
+	histories    int
+	violations   int
+	lookups      map[Answer]int
+	falseRevoked int // revoked answers no revocation explains
+	faults       map[FaultKind]int
+	maxStale     time.Duration
+	l2Ops        int
+	longest      time.Duration
+	dropped      int
+	failed       []uint64
 }
 
 func (s *summary) add(h *History, rep Report) {
@@ -94,6 +95,7 @@ func (s *summary) add(h *History, rep Report) {
 	for a, n := range rep.Lookups {
 		s.lookups[a] += n
 	}
+	s.falseRevoked += rep.FalseRevoked
 	for _, f := range h.Plan {
 		s.faults[f.Kind]++
 	}
@@ -106,9 +108,9 @@ func (s *summary) add(h *History, rep Report) {
 func (s *summary) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return fmt.Sprintf("%d histories, %d violations (seeds %v); lookups: %d active, %d revoked, %d not found, %d errors (denied); "+
+	return fmt.Sprintf("%d histories, %d violations (seeds %v); lookups: %d active, %d revoked (%d of them failing closed on a session nobody revoked), %d not found, %d errors (denied); "+
 		"faults: %v; messages dropped: %d; latest active answer after a revocation returned: %v; L2 operations checked: %d; longest history: %v",
-		s.histories, s.violations, s.failed, s.lookups[AnswerActive], s.lookups[AnswerRevoked], s.lookups[AnswerNotFound],
+		s.histories, s.violations, s.failed, s.lookups[AnswerActive], s.lookups[AnswerRevoked], s.falseRevoked, s.lookups[AnswerNotFound],
 		s.lookups[AnswerError], s.faults, s.dropped, s.maxStale.Round(time.Millisecond), s.l2Ops, s.longest)
 }
 

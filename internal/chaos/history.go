@@ -190,12 +190,23 @@ type Lookup struct {
 // replica, retried until it returns nil. Return is the successful return;
 // OK is false if it never succeeded.
 type Revocation struct {
-	Replica      int
-	User         string   // set for a user-wide revocation
-	Covered      []string // the sessions the backend revoked
+	Replica int
+	User    string   // set for a user-wide revocation
+	Covered []string // the sessions the backend revoked
+	// Backend is when the backend began revoking Covered: no answer
+	// that returned earlier can have come from this revocation.
+	Backend      time.Time
 	Call, Return time.Time
 	Tries        int
 	OK           bool
+}
+
+// backendRevoke revokes one session at the backend, the first step of a
+// revocation by replica ri.
+func backendRevoke(env *Env, ri int, id string) Revocation {
+	rv := Revocation{Replica: ri, Covered: []string{id}, Backend: time.Now()}
+	env.Backend.Revoke(id)
+	return rv
 }
 
 // History is what one run recorded.
@@ -364,15 +375,14 @@ func runClient(env *Env, hc HistoryConfig, p *pool, lg *opLog, rng *rand.Rand, s
 			lg.lookups = append(lg.lookups, l)
 			lg.mu.Unlock()
 		case x < 0.95:
-			rv := Revocation{Replica: ri}
+			var rv Revocation
 			var revoke1 func(context.Context) error
 			if rng.IntN(10) < 7 {
 				id := p.pick(rng)
-				env.Backend.Revoke(id)
-				rv.Covered = []string{id}
+				rv = backendRevoke(env, ri, id)
 				revoke1 = func(ctx context.Context) error { return r.Cache.Revoke(ctx, id) }
 			} else {
-				rv.User = fmt.Sprintf("user-%d", rng.IntN(hc.Users))
+				rv = Revocation{Replica: ri, User: fmt.Sprintf("user-%d", rng.IntN(hc.Users)), Backend: time.Now()}
 				rv.Covered = env.Backend.RevokeUser(rv.User)
 				revoke1 = func(ctx context.Context) error { return r.Cache.RevokeUser(ctx, rv.User) }
 			}
@@ -498,8 +508,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 					}
 					once.Do(func() {
 						r.Sub.DropNext(1)
-						env.Backend.Revoke(id)
-						revoked <- revoke(Revocation{Replica: ri, Covered: []string{id}},
+						revoked <- revoke(backendRevoke(env, ri, id),
 							func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
 					})
 				})
@@ -530,8 +539,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 				done := make(chan Lookup)
 				go func() { done <- lookup(r, f.Replica, id) }()
 				waitUntil(time.Now(), 50*time.Millisecond)
-				env.Backend.Revoke(id)
-				rv := revoke(Revocation{Replica: ri, Covered: []string{id}},
+				rv := revoke(backendRevoke(env, ri, id),
 					func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
 				l := <-done
 				r.DataProxy.Latency(0)
@@ -546,8 +554,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 			acts = append(acts, action{f.At, func() {
 				l := lookup(r, f.Replica, id)
 				r.Sub.DropNext(1)
-				env.Backend.Revoke(id)
-				rv := revoke(Revocation{Replica: ri, Covered: []string{id}},
+				rv := revoke(backendRevoke(env, ri, id),
 					func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
 				lg.mu.Lock()
 				lg.lookups = append(lg.lookups, l)
