@@ -273,3 +273,30 @@ func FuzzRecordValidate(f *testing.F) {
 		}
 	})
 }
+
+// ValidatePublicKey accepts exactly what strict standard base64 decodes to
+// PublicKeySize bytes.
+func FuzzValidatePublicKey(f *testing.F) {
+	for _, s := range hostile {
+		f.Add(s)
+	}
+	f.Add(key)
+	f.Add(key[:42] + "B=")            // unused bits set: strict decoding refuses
+	f.Add(key[:43] + "A")             // no padding
+	f.Add(key[:20] + "\n" + key[21:]) // a newline, which the decoder skips
+	f.Add(key[:42] + "==")            // 31 bytes
+	f.Add("/+" + key[2:])             // the two symbols
+	f.Fuzz(func(t *testing.T, s string) {
+		raw, err := base64.StdEncoding.Strict().DecodeString(s)
+		want := err == nil && len(raw) == session.PublicKeySize && len(s) == 44
+		if got := session.ValidatePublicKey(s) == nil; got != want {
+			t.Fatalf("ValidatePublicKey(%q) accepted = %v, strict decoding says %v", s, got, want)
+		}
+	})
+}
+
+func TestValidatePublicKeyAllocatesNothing(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = session.ValidatePublicKey(key) }); n != 0 {
+		t.Errorf("ValidatePublicKey allocates %v times per call, want 0", n)
+	}
+}
