@@ -215,15 +215,47 @@ func (s *Server) Restart() {
 	s.start()
 }
 
-// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+// held is the set of ports FreePort has handed out to tests still running
+// in this process. A server keeps its port across Restart; while it is
+// down, the kernel may offer that port to another test's FreePort, whose
+// server would then answer on the restarted server's address.
+var held struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago and
+// that no other running test of this process holds. The port is held until
+// tb ends.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("redistest: free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("redistest: free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		held.Lock()
+		taken := held.ports[port]
+		if !taken {
+			if held.ports == nil {
+				held.ports = map[int]bool{}
+			}
+			held.ports[port] = true
+		}
+		held.Unlock()
+		if !taken {
+			tb.Cleanup(func() {
+				held.Lock()
+				delete(held.ports, port)
+				held.Unlock()
+			})
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Fatalf("redistest: no free port that this process does not hold after 100 tries")
+	return 0
 }
 
 // WaitReady polls addr with PING until it answers PONG (or refuses it with
