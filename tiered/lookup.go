@@ -97,6 +97,11 @@ func (c *Cache) load(ctx context.Context, id string) (session.Record, Tier, erro
 type flight struct {
 	rec session.Record
 	tok localcache.Token // taken before the backend was asked
+	// fresh marks an answer the backend gave after this replica had
+	// applied its own pending revocations to L1: the backend revokes
+	// before it pushes, so those revocations are in it already, and a
+	// user-wide one must not revoke a session its user opened since.
+	fresh bool
 }
 
 // fetchShared calls the backend once per id at a time. The call runs on a
@@ -115,7 +120,11 @@ func (c *Cache) fetchShared(ctx context.Context, id string) (session.Record, Tie
 		f := res.Val.(flight)
 		// A revocation that reached this replica after the backend was
 		// asked turns the shared answer into revoked, for every caller.
-		return c.ownRevocations(c.l1.Check(f.tok, f.rec)), TierBackend, nil
+		rec := c.l1.Check(f.tok, f.rec)
+		if !f.fresh {
+			rec = c.ownRevocations(rec)
+		}
+		return rec, TierBackend, nil
 	case <-ctx.Done():
 		return session.Record{}, TierNone, fmt.Errorf("tiered: %w", ctx.Err())
 	}
@@ -139,6 +148,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}
+	fresh := false
 	if rec.Status == session.StatusActive {
 		if known := c.ownRevocations(c.l1.Check(tok, rec)); known.Status == session.StatusRevoked {
 			// An invalidation reached this replica while the backend was
@@ -151,7 +161,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 			if err != nil {
 				return flight{rec: known, tok: tok}, nil
 			}
-			rec, tok = again, againTok
+			rec, tok, fresh = again, againTok, true
 		}
 	}
 	stored, err := c.l2.Fill(ctx, rec)
@@ -168,9 +178,9 @@ func (c *Cache) fetch(id string) (flight, error) {
 			return flight{rec: rec, tok: tok}, nil
 		}
 		if again.Status != session.StatusRevoked {
-			return flight{rec: again, tok: againTok}, nil
+			return flight{rec: again, tok: againTok, fresh: true}, nil
 		}
-		rec, tok = again, againTok
+		rec, tok, fresh = again, againTok, true
 		if stored, err := c.l2.Fill(ctx, rec); err == nil {
 			rec = stored
 		}
@@ -180,8 +190,11 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.l2Errors.Add(1)
 		c.opts.Logger.Debug("session L2 fill failed", "id", session.Redact(id), "err", err)
 	}
-	rec, _ = c.l1.Fill(tok, c.ownRevocations(rec))
-	return flight{rec: rec, tok: tok}, nil
+	if !fresh {
+		rec = c.ownRevocations(rec)
+	}
+	rec, _ = c.l1.Fill(tok, rec)
+	return flight{rec: rec, tok: tok, fresh: fresh}, nil
 }
 
 // askAgain repeats a backend call whose answer a revocation may have

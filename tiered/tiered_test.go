@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -551,4 +553,75 @@ func TestSessionOpenedAfterUserRevocationStaysActive(t *testing.T) {
 		}
 	}
 	e.backend.SetBeforeRespond(nil)
+}
+
+// revokeBlocker holds back the revocation scripts (the only commands that
+// name the channel) a client sends while it is armed.
+type revokeBlocker struct {
+	armed   atomic.Bool
+	held    chan struct{} // closed when a revocation is held
+	release chan struct{} // closed to let it through
+	once    sync.Once
+	letOnce sync.Once
+}
+
+// let lets held revocations through.
+func (h *revokeBlocker) let() { h.letOnce.Do(func() { close(h.release) }) }
+
+func (h *revokeBlocker) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *revokeBlocker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.armed.Load() && slices.Contains(cmd.Args(), any(session.DefaultChannel)) {
+			h.once.Do(func() { close(h.held) })
+			<-h.release
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *revokeBlocker) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// While a replica's own user-wide revocation waits for Redis, a session
+// the user opened after it (the backend says so when asked after the
+// revocation was applied) is answered active and not cached as revoked in
+// L1. (Once written, the revocation covers every session Redis indexed
+// for the user by then, this one included: see README, "Guarantees".)
+func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
+	e := newEnv(t)
+	blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
+	defer blocker.let() // before the replica closes, even if the test fails
+	a := e.replica(t, "a", testHooks{}, func(o *Options) {
+		rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ContextTimeoutEnabled: true})
+		rdb.AddHook(blocker)
+		t.Cleanup(func() { rdb.Close() })
+		l2, err := rediscache.New(rdb, rediscache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Redis = l2
+	})
+	old, _ := e.backend.NewSession("user-1")
+	if got, err := a.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusActive {
+		t.Fatalf("Lookup(old) = %v, %v; want active", got.Status, err)
+	}
+	e.backend.RevokeUser("user-1")
+	blocker.armed.Store(true)
+	a.MarkAllRevokedForUser("user-1") // the push; its Redis write is held
+	<-blocker.held
+	rec, _ := e.backend.NewSession("user-1")
+	for i := range 2 {
+		got, err := a.Lookup(ctx, rec.DeviceSessionID)
+		if err != nil || got.Status != session.StatusActive {
+			t.Fatalf("lookup %d of the new session = %v, %v; want active", i, got.Status, err)
+		}
+	}
+	if got, ok := a.Local().Get(rec.DeviceSessionID); ok && got.Status != session.StatusActive {
+		t.Errorf("L1 holds the new session as %v", got.Status)
+	}
+	if got, err := a.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
+		t.Errorf("Lookup(old) = %v, %v; want revoked", got.Status, err)
+	}
+	blocker.let()
+	a.obs.wait(t, "user-1", 5*time.Second) // the revocation is written and published
 }
