@@ -67,8 +67,9 @@
 // opens a new connection. After every confirmation, before any further
 // message, it syncs: it replays from each stripe's log what it missed
 // (EventSynced with Replayed), or, when the log no longer reaches back far
-// enough or the counter went back, reports EventSynced with DropActive so
-// the caller drops its L1 "active" entries. A sequence gap in live traffic
+// enough, the counter went back, or the position is 0 (no log entry
+// anchors it), reports EventSynced with DropActive so the caller drops its
+// L1 "active" entries. A sequence gap in live traffic
 // is replayed the same way.
 //
 // # Concurrency

@@ -57,7 +57,10 @@ func (r *runState) sync(ctx context.Context, reason string) error {
 				return err
 			}
 			replayed += n
-			if !complete {
+			// From position 0 no entry anchors the log: a Redis that
+			// restarted empty and numbered new invalidations from 1
+			// looks the same as an intact log, so only a drop is safe.
+			if !complete || l == 0 {
 				r.pendingDrop = true
 			}
 		}

@@ -221,7 +221,11 @@ type SubscriberStats struct {
 // A counter that starts again and passes the position while the
 // subscriber is away is caught when the log entry at the position is
 // still there (its at_ms differs from the one seen); when the log lost it
-// too, the gap goes unnoticed. Run reacts to the channel only: the L1's own
+// too, the gap goes unnoticed. A position of 0 (the stripe had no
+// invalidation when Run started, and none arrived since) has no entry to
+// check: a Redis that restarted empty and numbered new invalidations from
+// 1 looks like an intact log, so a sync that finds any invalidation there
+// carries DropActive. Run reacts to the channel only: the L1's own
 // TTL stays the last bound on staleness.
 //
 // Run owns its connection and every goroutine it starts. Stats is safe for

@@ -202,6 +202,28 @@ func subCache(t *testing.T, rdb redis.UniversalClient, opts Options) *Cache {
 	return c
 }
 
+// anchor writes one revocation in every stripe of c, so that a subscriber
+// started afterwards holds a position whose log entry a resync can verify
+// (from position 0 it cannot, and drops).
+func anchor(t *testing.T, c *Cache) []session.Invalidation {
+	t.Helper()
+	l := c.Layout()
+	var out []session.Invalidation
+	for k, i := 0, 0; k < l.Stripes(); i++ {
+		id := fmt.Sprintf("anchor-%d", i)
+		if l.Stripe(id) != k {
+			continue
+		}
+		m, err := c.RevokeSession(context.Background(), id)
+		if err != nil {
+			t.Fatalf("anchor: RevokeSession: %v", err)
+		}
+		out = append(out, m)
+		k++
+	}
+	return out
+}
+
 // oneShot wraps a hook so that it runs on the first loss only.
 func oneShot(f func(reason string)) func(string) {
 	done := false
@@ -350,6 +372,7 @@ func TestSubscriberReplaysScriptRevocations(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
 			c := subCache(t, rdb, Options{Stripes: stripes})
+			anchor(t, c)
 			ctx := context.Background()
 			var missed []session.Invalidation
 			hook := oneShot(func(string) {
@@ -412,6 +435,15 @@ func TestSubscriberOnCluster(t *testing.T) {
 	})
 	h := startSubscriber(t, c, SubscriberOptions{Name: "gw-cluster"}, hook)
 	h.expectEvent(t, EventSynced, ReasonStart)
+	// On a cluster a message crosses the bus after PUBLISH returns, so
+	// the anchors are written once the subscriber listens, and received:
+	// each stripe then has a position with a log entry.
+	anchors := anchor(t, c)
+	for range anchors {
+		if it := h.next(t); it.isEvent || !slices.Contains(anchors, it.inv) {
+			t.Fatalf("next callback = %v, want one of the anchors %+v", it, anchors)
+		}
+	}
 	live, err := c.RevokeSession(ctx, "dev-live")
 	if err != nil {
 		t.Fatalf("RevokeSession: %v", err)
@@ -515,6 +547,7 @@ func TestSubscriberReplayNeedsTheWholeRange(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
 			c := subCache(t, rdb, Options{})
+			anchor(t, c)
 			l := c.Layout()
 			var missed []session.Invalidation
 			hook := oneShot(func(string) {
@@ -721,6 +754,7 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 			viaProxy := redis.NewClient(&redis.Options{Addr: px.Addr(), ContextTimeoutEnabled: true})
 			t.Cleanup(func() { _ = viaProxy.Close() })
 			c := subCache(t, viaProxy, Options{})
+			anchor(t, c)
 			l := c.Layout()
 
 			var hook func(string)
@@ -1203,5 +1237,36 @@ func TestSubscriberBacklogIsNotAHeartbeatFailure(t *testing.T) {
 	}
 	if st := sub.Stats(); lost.Load() != 0 || st.HeartbeatFailures != 0 {
 		t.Fatalf("a backlog of %d × 40 ms: %d losses, Stats() = %+v; want no heartbeat failure while messages keep arriving", n, lost.Load(), st)
+	}
+}
+
+// A subscriber that has seen no invalidation holds position 0, which no log
+// entry anchors: after a loss during which Redis lost its data and numbered
+// new invalidations from 1 again, the log looks intact from there. The
+// resync must drop L1's active entries rather than replay.
+func TestSubscriberDropsFromUnanchoredPosition(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client(t)
+	c := subCache(t, rdb, Options{})
+	ctx := context.Background()
+	hook := oneShot(func(string) {
+		if _, err := c.RevokeSession(ctx, "dev-lost"); err != nil {
+			t.Errorf("RevokeSession: %v", err)
+		}
+		if err := rdb.FlushAll(ctx).Err(); err != nil { // Redis restarted empty
+			t.Errorf("FLUSHALL: %v", err)
+		}
+		if _, err := c.RevokeSession(ctx, "dev-after"); err != nil {
+			t.Errorf("RevokeSession: %v", err)
+		}
+	})
+	h := startSubscriber(t, c, SubscriberOptions{}, hook)
+	h.expectEvent(t, EventSynced, ReasonStart)
+	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+	}
+	h.expectEvent(t, EventLost, ReasonReconnect)
+	if ev, _ := h.untilSynced(t); !ev.DropActive {
+		t.Fatalf("resync from position 0 = %+v, want DropActive", ev)
 	}
 }

@@ -74,7 +74,8 @@ type Config struct {
 	// is written before the replicas start, so that each one's position
 	// has a log entry to check on resync, as in any deployment that has
 	// run for a while: from position 0 a replica cannot tell a Redis that
-	// restarted empty from an intact log (see RELIABILITY.md, "known gap").
+	// restarted empty from an intact log, so its resync drops L1's active
+	// entries instead of replaying.
 	Cold bool
 }
 
