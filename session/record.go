@@ -91,23 +91,21 @@ func ValidatePublicKey(key string) error {
 
 var errBadKey = fmt.Errorf("%w: client public key is not standard base64 of %d bytes", ErrInvalidRecord, PublicKeySize)
 
+// base64Values maps a byte to its 6-bit value in the standard base64
+// alphabet, or to -1.
+var base64Values = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" {
+		t[c] = int8(i)
+	}
+	return t
+}()
+
 // base64Value returns the 6-bit value of a standard base64 character, or
 // -1 for any other byte.
-func base64Value(c byte) int {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return int(c - 'A')
-	case 'a' <= c && c <= 'z':
-		return int(c-'a') + 26
-	case '0' <= c && c <= '9':
-		return int(c-'0') + 52
-	case c == '+':
-		return 62
-	case c == '/':
-		return 63
-	}
-	return -1
-}
+func base64Value(c byte) int8 { return base64Values[c] }
 
 // Revoked returns a copy of r with status revoked. An existing RevokedAtMS is
 // kept; otherwise atMS is used when it is positive.
