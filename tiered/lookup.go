@@ -78,7 +78,7 @@ func (c *Cache) load(ctx context.Context, id string) (session.Record, Tier, erro
 		if h := c.hooks.afterL2Read; h != nil {
 			h(id)
 		}
-		rec, _ = c.l1.Fill(tok, c.ownRevocations(rec))
+		rec, _ = c.l1.Fill(tok, c.ownRevocations(rec, false))
 		c.stats.l2Hits.Add(1)
 		return rec, TierL2, nil
 	case errors.Is(err, session.ErrNotFound):
@@ -99,8 +99,9 @@ type flight struct {
 	tok localcache.Token // taken before the backend was asked
 	// fresh marks an answer the backend gave after this replica had
 	// applied its own pending revocations to L1: the backend revokes
-	// before it pushes, so those revocations are in it already, and a
-	// user-wide one must not revoke a session its user opened since.
+	// before it pushes, so a pending user-wide revocation is in it
+	// already and must not revoke a session its user opened since. A
+	// pending revocation of this very session still applies.
 	fresh bool
 }
 
@@ -120,11 +121,7 @@ func (c *Cache) fetchShared(ctx context.Context, id string) (session.Record, Tie
 		f := res.Val.(flight)
 		// A revocation that reached this replica after the backend was
 		// asked turns the shared answer into revoked, for every caller.
-		rec := c.l1.Check(f.tok, f.rec)
-		if !f.fresh {
-			rec = c.ownRevocations(rec)
-		}
-		return rec, TierBackend, nil
+		return c.ownRevocations(c.l1.Check(f.tok, f.rec), f.fresh), TierBackend, nil
 	case <-ctx.Done():
 		return session.Record{}, TierNone, fmt.Errorf("tiered: %w", ctx.Err())
 	}
@@ -150,7 +147,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 	}
 	fresh := false
 	if rec.Status == session.StatusActive {
-		if known := c.ownRevocations(c.l1.Check(tok, rec)); known.Status == session.StatusRevoked {
+		if known := c.ownRevocations(c.l1.Check(tok, rec), false); known.Status == session.StatusRevoked {
 			// An invalidation reached this replica while the backend was
 			// answering. It may name this session, or only its user, whose
 			// sessions opened after that revocation stay active. The
@@ -190,10 +187,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.l2Errors.Add(1)
 		c.opts.Logger.Debug("session L2 fill failed", "id", session.Redact(id), "err", err)
 	}
-	if !fresh {
-		rec = c.ownRevocations(rec)
-	}
-	rec, _ = c.l1.Fill(tok, rec)
+	rec, _ = c.l1.Fill(tok, c.ownRevocations(rec, fresh))
 	return flight{rec: rec, tok: tok, fresh: fresh}, nil
 }
 
@@ -225,8 +219,9 @@ func (c *Cache) fetchBackend(ctx context.Context, id string) (session.Record, er
 
 // ownRevocations applies this replica's revocations that Redis does not
 // hold yet to a record read from L2 or the backend.
-func (c *Cache) ownRevocations(r session.Record) session.Record {
-	r, _ = c.pending.check(r)
+// With sessionsOnly, user-wide ones are left out (see flight.fresh).
+func (c *Cache) ownRevocations(r session.Record, sessionsOnly bool) session.Record {
+	r, _ = c.pending.check(r, !sessionsOnly)
 	return r
 }
 

@@ -59,15 +59,15 @@ func (p *pending) done(id, userID string) {
 	}
 }
 
-// check returns r revoked if it is active and its session or user has a
-// revocation outstanding.
-func (p *pending) check(r session.Record) (session.Record, bool) {
+// check returns r revoked if it is active and its session, or (with users)
+// its user, has a revocation outstanding.
+func (p *pending) check(r session.Record, users bool) (session.Record, bool) {
 	if p.n.Load() == 0 || r.Status != session.StatusActive {
 		return r, false
 	}
 	p.mu.Lock()
 	at, ok := p.ids[r.DeviceSessionID]
-	if !ok && r.UserID != "" {
+	if !ok && users && r.UserID != "" {
 		at, ok = p.users[r.UserID]
 	}
 	p.mu.Unlock()

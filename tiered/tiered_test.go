@@ -582,16 +582,10 @@ func (h *revokeBlocker) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return next
 }
 
-// While a replica's own user-wide revocation waits for Redis, a session
-// the user opened after it (the backend says so when asked after the
-// revocation was applied) is answered active and not cached as revoked in
-// L1. (Once written, the revocation covers every session Redis indexed
-// for the user by then, this one included: see README, "Guarantees".)
-func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
-	e := newEnv(t)
-	blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
-	defer blocker.let() // before the replica closes, even if the test fails
-	a := e.replica(t, "a", testHooks{}, func(o *Options) {
+// blockedReplica starts a replica whose revocation writes blocker holds.
+func (e *env) blockedReplica(t *testing.T, name string, blocker *revokeBlocker) *replica {
+	t.Helper()
+	return e.replica(t, name, testHooks{}, func(o *Options) {
 		rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ContextTimeoutEnabled: true})
 		rdb.AddHook(blocker)
 		t.Cleanup(func() { rdb.Close() })
@@ -601,6 +595,42 @@ func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
 		}
 		o.Redis = l2
 	})
+}
+
+// A replica's own revocation of a session holds while its Redis write is
+// outstanding, even against a backend that still answers "active" (a
+// lagging read, or a revocation the backend was not told of).
+func TestOwnPendingRevocationHoldsAgainstActiveBackend(t *testing.T) {
+	e := newEnv(t)
+	blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
+	defer blocker.let()
+	a := e.blockedReplica(t, "a", blocker)
+	rec, _ := e.backend.NewSession("user-1")
+	blocker.armed.Store(true)
+	a.MarkRevoked(rec.DeviceSessionID) // the backend is not told
+	<-blocker.held
+	for i := range 2 {
+		if got, err := a.Lookup(ctx, rec.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("lookup %d = %v, %v; want revoked", i, got.Status, err)
+		}
+	}
+	if got, ok := a.Local().Get(rec.DeviceSessionID); ok && got.Status != session.StatusRevoked {
+		t.Errorf("L1 holds the session as %v", got.Status)
+	}
+	blocker.let()
+	a.obs.wait(t, rec.DeviceSessionID, 5*time.Second)
+}
+
+// While a replica's own user-wide revocation waits for Redis, a session
+// the user opened after it (the backend says so when asked after the
+// revocation was applied) is answered active and not cached as revoked in
+// L1. (Once written, the revocation covers every session Redis indexed
+// for the user by then, this one included: see README, "Guarantees".)
+func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
+	e := newEnv(t)
+	blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
+	defer blocker.let() // before the replica closes, even if the test fails
+	a := e.blockedReplica(t, "a", blocker)
 	old, _ := e.backend.NewSession("user-1")
 	if got, err := a.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusActive {
 		t.Fatalf("Lookup(old) = %v, %v; want active", got.Status, err)
