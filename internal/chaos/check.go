@@ -44,11 +44,11 @@ type Report struct {
 
 // Check checks a history: per (replica, session), no active answer to a
 // lookup that began after that replica had answered revoked (after the
-// backend began revoking the session); no active
-// answer to a lookup that began more than bound after a revocation covering
-// the session returned; and the L2 operations against the register model
-// (porcupine, with l2Timeout). A failing porcupine check writes its
-// visualization under visDir.
+// backend began revoking the session); no active answer to a lookup that
+// began more than bound after a revocation covering the session returned;
+// and the L2 operations against the register model (porcupine, with
+// l2Timeout). A failing porcupine check writes its visualization under
+// visDir.
 func Check(h *History, bound, l2Timeout time.Duration, visDir string) Report {
 	rep := Report{Lookups: map[Answer]int{}}
 	lookups := slices.Clone(h.Lookups)
