@@ -18,6 +18,9 @@
 //   - Revocation is one-way: no path turns a revoked session active.
 //   - A fill cannot resurrect: a record read from L2 or the backend before a
 //     revocation reached this replica is stored, and answered, as revoked.
+//     A user-wide revocation names no sessions, so for a backend answer it
+//     overtook, the backend is asked again and has the last word: the
+//     sessions its user opened after it stay active.
 //   - Lost invalidations are noticed: a reconnect, a failed heartbeat or a
 //     sequence gap marks the channel unhealthy; L1 "active" entries are then
 //     served for at most Options.StaleBound before lookups revalidate them in
@@ -85,7 +88,8 @@ type Options struct {
 	// StaleBound is how long L1 may keep serving "active" after the
 	// invalidation channel was found unhealthy; after it, lookups read L2
 	// (or the backend) until the channel is synced again. The worst-case
-	// staleness of an L1 "active" is the heartbeat timeout plus StaleBound.
+	// staleness of an L1 "active" after a silent loss of the channel is the
+	// subscriber's HeartbeatInterval plus HeartbeatTimeout plus StaleBound.
 	// Default DefaultStaleBound.
 	StaleBound time.Duration
 	// FetchTimeout bounds one shared backend call and the fills after it. It
