@@ -3,6 +3,7 @@ package tiered
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -124,10 +125,20 @@ func (o *observer) applied(m session.Invalidation) {
 // applied, failing the test after timeout.
 func (o *observer) wait(t *testing.T, key string, timeout time.Duration) time.Time {
 	t.Helper()
+	at, err := o.waitFor(key, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// waitFor is wait for goroutines other than the test's: it returns an
+// error instead of failing the test.
+func (o *observer) waitFor(key string, timeout time.Duration) (time.Time, error) {
 	o.mu.Lock()
 	if at, ok := o.seen[key]; ok {
 		o.mu.Unlock()
-		return at
+		return at, nil
 	}
 	ch := make(chan struct{})
 	o.waiters[key] = append(o.waiters[key], ch)
@@ -135,11 +146,11 @@ func (o *observer) wait(t *testing.T, key string, timeout time.Duration) time.Ti
 	select {
 	case <-ch:
 	case <-time.After(timeout):
-		t.Fatalf("invalidation for %s not applied within %v", key, timeout)
+		return time.Time{}, fmt.Errorf("invalidation for %s not applied within %v", key, timeout)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.seen[key]
+	return o.seen[key], nil
 }
 
 type replica struct {

@@ -527,7 +527,9 @@ func TestSessionOpenedAfterUserRevocationStaysActive(t *testing.T) {
 				if err := b.RevokeUser(ctx, user); err != nil {
 					t.Errorf("RevokeUser: %v", err)
 				}
-				a.obs.wait(t, user, 5*time.Second)
+				if _, err := a.obs.waitFor(user, 5*time.Second); err != nil {
+					t.Error(err) // on the backend's goroutine: no Fatal
+				}
 			}
 		})
 		got, err := a.Lookup(ctx, id)
@@ -563,6 +565,16 @@ type revokeBlocker struct {
 	release chan struct{} // closed to let it through
 	once    sync.Once
 	letOnce sync.Once
+}
+
+// waitHeld waits until a revocation is held.
+func (h *revokeBlocker) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no revocation write within 5s")
+	}
 }
 
 // let lets held revocations through.
@@ -608,7 +620,7 @@ func TestOwnPendingRevocationHoldsAgainstActiveBackend(t *testing.T) {
 	rec, _ := e.backend.NewSession("user-1")
 	blocker.armed.Store(true)
 	a.MarkRevoked(rec.DeviceSessionID) // the backend is not told
-	<-blocker.held
+	blocker.waitHeld(t)
 	for i := range 2 {
 		if got, err := a.Lookup(ctx, rec.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
 			t.Fatalf("lookup %d = %v, %v; want revoked", i, got.Status, err)
@@ -638,7 +650,7 @@ func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
 	e.backend.RevokeUser("user-1")
 	blocker.armed.Store(true)
 	a.MarkAllRevokedForUser("user-1") // the push; its Redis write is held
-	<-blocker.held
+	blocker.waitHeld(t)
 	rec, _ := e.backend.NewSession("user-1")
 	for i := range 2 {
 		got, err := a.Lookup(ctx, rec.DeviceSessionID)
