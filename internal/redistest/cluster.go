@@ -116,7 +116,56 @@ func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
 	if err := c.WaitHealthy(30 * time.Second); err != nil {
 		tb.Fatalf("redistest: new cluster: %v", err)
 	}
+	// Slots agree before roles do: a replica is reported as a master
+	// without slots until its CLUSTER REPLICATE has spread by gossip.
+	if err := poll(30*time.Second, func(ctx context.Context) error {
+		return c.formed(ctx, opts.Masters, opts.ReplicasPerMaster)
+	}); err != nil {
+		tb.Fatalf("redistest: new cluster: %v", err)
+	}
 	return c
+}
+
+// formed reports an error unless every node sees masters masters, each
+// with replicas replicas whose link to it is up.
+func (c *Cluster) formed(ctx context.Context, masters, replicas int) error {
+	for _, s := range c.servers {
+		rc := s.newClient()
+		text, err := rc.ClusterNodes(ctx).Result()
+		var repl map[string]string
+		if err == nil {
+			repl, err = serverInfo(ctx, rc, "replication")
+		}
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("node %s: %w", s.Addr, err)
+		}
+		nodes, err := c.parseNodes(text)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", s.Addr, err)
+		}
+		seen := 0
+		replicasOf := make(map[string]int)
+		for _, n := range nodes {
+			if n.Master {
+				seen++
+			} else {
+				replicasOf[n.MasterID]++
+			}
+		}
+		if seen != masters {
+			return fmt.Errorf("node %s sees %d masters, want %d", s.Addr, seen, masters)
+		}
+		for _, n := range nodes {
+			if n.Master && replicasOf[n.ID] != replicas {
+				return fmt.Errorf("node %s sees %d replicas of %s, want %d", s.Addr, replicasOf[n.ID], n.Server.Addr, replicas)
+			}
+		}
+		if repl["role"] == "slave" && repl["master_link_status"] != "up" {
+			return fmt.Errorf("node %s: replica link is %s", s.Addr, repl["master_link_status"])
+		}
+	}
+	return nil
 }
 
 // Addrs returns the address of every node, in start order, killed or not.
