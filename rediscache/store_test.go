@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -641,7 +640,7 @@ func TestInvalidIDsSendNothing(t *testing.T) {
 
 // TestUnreachableRedisFailsFast points the client at a closed port.
 func TestUnreachableRedisFailsFast(t *testing.T) {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t)))
+	addr := redistest.ClosedAddr(t)
 	const callTimeout = 100 * time.Millisecond
 	const margin = 400 * time.Millisecond
 	c := newCache(t, newClient(t, addr), Options{CallTimeout: callTimeout})
@@ -704,7 +703,7 @@ func TestStalledRedisBoundedByCallTimeout(t *testing.T) {
 }
 
 func TestMarkFailuresAreLoggedRedacted(t *testing.T) {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t)))
+	addr := redistest.ClosedAddr(t)
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil))

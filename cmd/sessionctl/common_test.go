@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,9 +146,9 @@ func listenCounting(t *testing.T) *countingListener {
 
 func (l *countingListener) url() string { return "redis://" + l.ln.Addr().String() }
 
-// closedURL is a Redis URL on a loopback port nobody listens on.
+// closedURL is a Redis URL on a loopback address that refuses connections.
 func closedURL(t *testing.T) string {
-	return "redis://127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	return "redis://" + redistest.ClosedAddr(t)
 }
 
 // TestBadInputExitsUsageWithoutConnecting proves that an invalid id or bad

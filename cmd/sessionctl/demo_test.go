@@ -166,8 +166,7 @@ func TestDemoUsage(t *testing.T) {
 
 func TestDemoUnreachableRedis(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	port := redistest.FreePort(t) // nothing listens there
-	args := []string{"demo", "--redis", "redis://127.0.0.1:" + strconv.Itoa(port), "--sessions", "20", "--duration", "100ms"}
+	args := []string{"demo", "--redis", "redis://" + redistest.ClosedAddr(t), "--sessions", "20", "--duration", "100ms"}
 	var stdout, stderr bytes.Buffer
 	if got := dispatch(context.Background(), args, &stdout, &stderr); got != exitFailure {
 		t.Errorf("dispatch(%q) = %d, want %d", args, got, exitFailure)

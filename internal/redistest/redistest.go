@@ -258,6 +258,27 @@ func FreePort(tb testing.TB) int {
 	return 0
 }
 
+// ClosedAddr returns a loopback address where connections are refused
+// until tb ends: a socket is bound to the port but does not listen, so no
+// other process can take the port meanwhile (a port that was merely free a
+// moment ago may be listened on by another test by the time it is dialed).
+func ClosedAddr(tb testing.TB) string {
+	tb.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		tb.Fatalf("redistest: closed address: socket: %v", err)
+	}
+	tb.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatalf("redistest: closed address: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		tb.Fatalf("redistest: closed address: getsockname: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+}
+
 // WaitReady polls addr with PING until it answers PONG (or refuses it with
 // NOAUTH or NOPERM: the server is up, the caller lacks credentials) or
 // timeout passes. Polling is the only way to learn that another process is

@@ -2,7 +2,11 @@ package redistest
 
 import (
 	"context"
+	"errors"
+	"net"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestStartServesCommandsAndRestartsEmpty(t *testing.T) {
@@ -21,5 +25,23 @@ func TestStartServesCommandsAndRestartsEmpty(t *testing.T) {
 	s.Restart()
 	if n, err := c.Exists(ctx, "k").Result(); err != nil || n != 0 {
 		t.Fatalf("EXISTS k after restart = %d, %v; want 0", n, err)
+	}
+}
+
+func TestClosedAddrRefusesConnections(t *testing.T) {
+	addr := ClosedAddr(t)
+	for range 3 {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			t.Fatalf("dial %s succeeded, want refused", addr)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %s: %v, want connection refused", addr, err)
+		}
+	}
+	if l, err := net.Listen("tcp", addr); err == nil {
+		l.Close()
+		t.Fatalf("listen on %s succeeded while the address is held", addr)
 	}
 }
