@@ -14,8 +14,9 @@ import (
 // stops reading), revokes sessions it holds in L1, and publishes well past
 // `client-output-buffer-limit pubsub 256kb 128kb 5` and the socket buffers
 // on the way, until Redis closes the connection. Released, the replica must
-// see exactly one loss and one resync, replay the revocations, and never
-// answer a revoked session active after it answered it revoked.
+// see exactly one loss and one resync, apply each revocation once (replayed
+// from the log when the cut discarded its message), and never answer a
+// revoked session active after it answered it revoked.
 func TestSlowSubscriberCut(t *testing.T) {
 	const maxJunk = 256 << 20
 	env := NewEnv(t, Config{
@@ -35,6 +36,7 @@ func TestSlowSubscriberCut(t *testing.T) {
 	}
 	p := startProbe(t, b, 1, list, 20*time.Millisecond)
 
+	appliedBefore := b.Cache.Stats().InvalidationsApplied
 	stalled := time.Now()
 	b.Sub.Stall()
 	published := 0
@@ -108,8 +110,14 @@ func TestSlowSubscriberCut(t *testing.T) {
 	if nLost != 1 || nSynced != 1 {
 		t.Errorf("%d losses and %d resyncs for one disconnect, want exactly 1 and 1", nLost, nSynced)
 	}
-	if synced.Replayed != int64(len(revoked)) || synced.DropActive {
-		t.Errorf("resync = %+v, want the %d revocations lost with the output buffer replayed", synced, len(revoked))
+	// The revocations' messages are behind Redis' output buffer, which the
+	// cut discards, or (when the kernel's socket buffers grew meanwhile)
+	// in the socket, read on release: each is applied once, from the
+	// message or from the log, and none needs a drop.
+	applied := b.Cache.Stats().InvalidationsApplied - appliedBefore
+	t.Logf("revocations applied: %d, of which replayed: %d", applied, synced.Replayed)
+	if applied != int64(len(revoked)) || synced.DropActive {
+		t.Errorf("%d invalidations applied (resync %+v), want the %d revocations each applied once, no DropActive", applied, synced, len(revoked))
 	}
 
 	// 0 resurrections: no active answer after a revoked one, and every
