@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/session"
@@ -19,6 +20,9 @@ const (
 	DefaultCallTimeout = 250 * time.Millisecond
 	DefaultWaitTimeout = 100 * time.Millisecond
 )
+
+// maxWarned bounds the session keys remembered as logged by warnIrregular.
+const maxWarned = 1024
 
 // ErrFillRefused reports that Fill did not store an active record because a
 // user-wide revocation of its user happened within Options.FillWindow: the
@@ -157,7 +161,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{rdb: rdb, opts: opts, layout: layout}, nil
+	c := &Cache{rdb: rdb, opts: opts, layout: layout}
+	c.store.warned, _ = lru.New[string, struct{}](maxWarned) // fails only for a size <= 0
+	return c, nil
 }
 
 // Layout returns the key layout in use.

@@ -65,8 +65,11 @@ return now
 //	ARGV[6]  latest server time, ms, at which an active record may still be
 //	         written ("0": no limit)
 //
-// If the stored status is "revoked", the status stays; a missing user_id or
-// client_public_key is added from the arguments (completing a tombstone); a
+// If Redis holds the session as anything but active (status "revoked", any
+// other or no status, or a revoked_at_ms beside "active", as DecodeHash
+// reads it), the record stays revoked and its status is written "revoked";
+// a missing user_id or client_public_key is added from the arguments
+// (completing a tombstone); a
 // revoked fill keeps the earlier revoked_at_ms; the TTL becomes at least the
 // session TTL. Otherwise the arguments are written, revoked_at_ms removed
 // from an active record, and the TTL set (an active fill) or extended (a
@@ -79,7 +82,17 @@ local function missing(f)
   local v = redis.call('HGET', key, f)
   return (not v) or v == ''
 end
-if redis.call('HGET', key, 'status') == 'revoked' then
+-- Anything but exactly "active" without revoked_at_ms is revoked, as
+-- DecodeHash reads it: a hand-typed "Revoked" is never overwritten active.
+local status = redis.call('HGET', key, 'status')
+local held
+if status then
+  held = status ~= 'active' or redis.call('HEXISTS', key, 'revoked_at_ms') == 1
+else
+  held = redis.call('EXISTS', key) == 1
+end
+if held then
+  if status ~= 'revoked' then redis.call('HSET', key, 'status', 'revoked') end
   if ARGV[1] ~= '' and missing('user_id') then
     redis.call('HSET', key, 'user_id', ARGV[1])
   end

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/internal/mutation"
@@ -37,6 +38,10 @@ type storeState struct {
 	fillsRefused         atomic.Uint64
 	revokeErrors         atomic.Uint64
 	notReplicated        atomic.Uint64
+	irregular            atomic.Uint64
+
+	// warned holds the session keys whose irregular hash was logged.
+	warned *lru.Cache[string, struct{}]
 
 	// hookAfterIndex, when a test sets it before using the Cache, runs in
 	// Fill between the index script and the fill script.
@@ -60,6 +65,11 @@ type Stats struct {
 	// WaitReplicas) that fewer replicas acknowledged in time, or that
 	// failed.
 	NotReplicated uint64
+	// Irregular counts session keys found holding what no script writes
+	// (a status other than "active" or "revoked", none, or a bad
+	// revoked_at_ms), served as revoked; each key counts once while it is
+	// among the last 1,024 such keys.
+	Irregular uint64
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
@@ -70,40 +80,80 @@ func (c *Cache) Stats() Stats {
 		FillsRefused:         c.store.fillsRefused.Load(),
 		RevokeErrors:         c.store.revokeErrors.Load(),
 		NotReplicated:        c.store.notReplicated.Load(),
+		Irregular:            c.store.irregular.Load(),
 	}
 }
 
 // DecodeHash converts the fields of a session hash, as HGETALL returns them,
-// into a record for device session id. A hash that fails Record.Validate,
-// has an unknown or missing status, or a revoked_at_ms that is not a decimal
-// count of milliseconds is an error wrapping session.ErrInvalidRecord, never
-// a record. A revoked hash without user_id and client_public_key decodes to
-// a tombstone. Fields other than the four documented ones are ignored.
+// into a record for device session id. It fails closed on whatever a hand
+// edit can leave behind:
 //
-// An empty map is an invalid record here; Get reports a missing hash as
-// session.ErrNotFound before decoding.
+//   - Only a status of exactly "active", with no revoked_at_ms field, is
+//     active; such a hash must pass Record.Validate (user_id and
+//     client_public_key), or it is an error wrapping
+//     session.ErrInvalidRecord, never a record.
+//   - Any other hash (status "revoked", "Revoked", "revokd", empty or
+//     missing, or an active status with a revoked_at_ms) is revoked. Its
+//     revoked_at_ms is kept when it is a decimal count of milliseconds;
+//     user_id and client_public_key are kept when valid, else dropped (a
+//     revoked record without them is a tombstone).
+//
+// Fields other than the four documented ones are ignored. An empty map is
+// an invalid record here; Get reports a missing hash as session.ErrNotFound
+// before decoding.
 func DecodeHash(id string, h map[string]string) (session.Record, error) {
-	status, err := session.ParseStatus(h[FieldStatus])
-	if err != nil {
-		return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+	r, _, err := decodeHash(id, h)
+	return r, err
+}
+
+// decodeHash is DecodeHash that also says why a hash decoded as revoked is
+// irregular (what no script writes: a typo, a missing status, a bad
+// revoked_at_ms), or "" when it is regular.
+func decodeHash(id string, h map[string]string) (session.Record, string, error) {
+	if len(h) == 0 {
+		return session.Record{}, "", fmt.Errorf("rediscache: decode: %w: empty hash", session.ErrInvalidRecord)
 	}
 	r := session.Record{
 		DeviceSessionID: id,
 		UserID:          h[FieldUserID],
 		ClientPublicKey: h[FieldClientPublicKey],
-		Status:          status,
+		Status:          session.StatusActive,
 	}
-	if s, ok := h[FieldRevokedAtMS]; ok {
-		at, err := parseMS(s)
-		if err != nil {
-			return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+	status, hasStatus := h[FieldStatus]
+	at, hasAt := h[FieldRevokedAtMS]
+	if status == string(session.StatusActive) && !hasAt {
+		if err := r.Validate(); err != nil {
+			return session.Record{}, "", fmt.Errorf("rediscache: decode: %w", err)
 		}
-		r.RevokedAtMS = &at
+		return r, "", nil
+	}
+	var why string
+	switch {
+	case !hasStatus:
+		why = "no status field"
+	case status == string(session.StatusActive):
+		why = "revoked_at_ms beside status \"active\""
+	case status != string(session.StatusRevoked):
+		why = "status is neither \"active\" nor \"revoked\""
+	}
+	r.Status = session.StatusRevoked
+	if hasAt {
+		if ms, err := parseMS(at); err == nil {
+			r.RevokedAtMS = &ms
+		} else if why == "" {
+			why = "revoked_at_ms is not a decimal count of milliseconds"
+		}
+	}
+	if session.ValidateUserID(r.UserID) != nil {
+		r.UserID = ""
+	}
+	if session.ValidatePublicKey(r.ClientPublicKey) != nil {
+		r.ClientPublicKey = ""
 	}
 	if err := r.Validate(); err != nil {
-		return session.Record{}, fmt.Errorf("rediscache: decode: %w", err)
+		return session.Record{}, "", fmt.Errorf("rediscache: decode: %w", err)
 	}
-	return r, nil
+	return r, why, nil
 }
 
 // parseMS accepts 1 to 18 decimal digits: no sign, no spaces, no exponent.
@@ -141,11 +191,27 @@ func (c *Cache) Get(ctx context.Context, id string) (session.Record, error) {
 	case err != nil:
 		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), err)
 	}
-	r, err := DecodeHash(id, h)
+	r, why, err := decodeHash(id, h)
 	if err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), err)
 	}
+	if why != "" {
+		c.warnIrregular(id, why)
+	}
 	return r, nil
+}
+
+// warnIrregular logs, once per key while the key stays among the last
+// maxWarned warned about, that a hash served as revoked holds what no
+// script writes: an operator's typo is denied, and should be fixed.
+func (c *Cache) warnIrregular(id, why string) {
+	key := c.layout.SessionKey(id)
+	if ok, _ := c.store.warned.ContainsOrAdd(key, struct{}{}); ok {
+		return
+	}
+	c.store.irregular.Add(1)
+	c.opts.Logger.Warn("rediscache: session hash is not in the documented form; served as revoked",
+		"key", c.layout.SessionKey(session.Redact(id)), "why", why)
 }
 
 // Lookup implements session.Cache: it is Get.

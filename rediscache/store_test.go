@@ -125,15 +125,15 @@ func TestFillGetRoundTrip(t *testing.T) {
 		if _, err := c.Lookup(ctx, "dev-1"); err != nil {
 			t.Errorf("Lookup(%q) = %v, want nil error", "dev-1", err)
 		}
-		// A key of the wrong type or a corrupt hash is an error, never a
-		// record and never "not found".
+		// A key of the wrong type is an error, never a record and never
+		// "not found"; a hash with a hand-typed status is revoked.
 		r.rdb.Set(ctx, "session:dev-string", "active", 0)
+		if got, err := c.Get(ctx, "dev-string"); err == nil || errors.Is(err, session.ErrNotFound) || got != (session.Record{}) {
+			t.Errorf("Get(%q) = %s, %v; want an error other than ErrNotFound", "dev-string", fmtRecord(got), err)
+		}
 		r.rdb.HSet(ctx, "session:dev-corrupt", "status", "actve", "user_id", "user-1")
-		for _, id := range []string{"dev-string", "dev-corrupt"} {
-			got, err := c.Get(ctx, id)
-			if err == nil || errors.Is(err, session.ErrNotFound) || got != (session.Record{}) {
-				t.Errorf("Get(%q) = %s, %v; want an error other than ErrNotFound", id, fmtRecord(got), err)
-			}
+		if got, err := c.Get(ctx, "dev-corrupt"); err != nil || got.Status != session.StatusRevoked {
+			t.Errorf("Get(%q) = %s, %v; want revoked, nil", "dev-corrupt", fmtRecord(got), err)
 		}
 		if got, err := c.Fill(ctx, activeRecord("dev-string", "user-1")); err == nil {
 			t.Errorf("Fill over a string key = %s, nil; want an error", fmtRecord(got))
@@ -141,23 +141,58 @@ func TestFillGetRoundTrip(t *testing.T) {
 	})
 }
 
-func TestFillActiveRenewsAndClearsRevokedAtOnlyWhenActive(t *testing.T) {
+func TestFillActiveRenewsOnlyWhenActive(t *testing.T) {
 	eachRedis(t, func(t *testing.T, r testRedis) {
 		c := newCache(t, r.rdb, Options{SessionTTL: time.Hour})
 		ctx := context.Background()
 		rec := activeRecord("dev-1", "user-1")
-		// A stray revoked_at_ms on an active hash (hand-written) is removed
-		// by an active fill.
-		r.rdb.HSet(ctx, "session:dev-1", "status", "active", "revoked_at_ms", "7")
+		r.rdb.HSet(ctx, "session:dev-1", "status", "active", "user_id", "user-1", "client_public_key", rec.ClientPublicKey)
 		if _, err := c.Fill(ctx, rec); err != nil {
 			t.Fatalf("Fill: %v", err)
 		}
-		h := r.rdb.HGetAll(ctx, "session:dev-1").Val()
-		if _, ok := h["revoked_at_ms"]; ok || h["status"] != "active" {
-			t.Errorf("HGETALL session:dev-1 = %v, want active without revoked_at_ms", h)
-		}
 		if p := r.rdb.PTTL(ctx, "session:dev-1").Val(); p <= 59*time.Minute || p > time.Hour {
 			t.Errorf("PTTL session:dev-1 = %v, want about 1h", p)
+		}
+		// A revoked_at_ms beside "active" (hand-written) reads as revoked,
+		// so an active fill keeps it revoked and writes the status so.
+		r.rdb.HSet(ctx, "session:dev-2", "status", "active", "revoked_at_ms", "7")
+		got, err := c.Fill(ctx, activeRecord("dev-2", "user-1"))
+		if err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("Fill over active with revoked_at_ms = %s, %v; want revoked", fmtRecord(got), err)
+		}
+		if h := r.rdb.HGetAll(ctx, "session:dev-2").Val(); h["status"] != "revoked" || h["revoked_at_ms"] != "7" {
+			t.Errorf("HGETALL session:dev-2 = %v, want status revoked, revoked_at_ms 7", h)
+		}
+	})
+}
+
+// TestFillKeepsHandTypedRevocations checks that a fill never writes
+// "active" over a hash whose status is anything but exactly "active", as
+// an operator's typo leaves it, and that Get serves such a hash revoked.
+func TestFillKeepsHandTypedRevocations(t *testing.T) {
+	eachRedis(t, func(t *testing.T, r testRedis) {
+		c := newCache(t, r.rdb, Options{SessionTTL: time.Hour})
+		ctx := context.Background()
+		for i, edit := range [][]any{
+			{"status", "Revoked"}, {"status", "REVOKED"}, {"status", "revokd"}, {"status", ""},
+			{"status", "revoked", "revoked_at_ms", "notanumber"}, {"user_id", "user-1"},
+		} {
+			id := fmt.Sprintf("dev-typo-%d", i)
+			r.rdb.HSet(ctx, "session:"+id, edit...)
+			got, err := c.Get(ctx, id)
+			if err != nil || got.Status != session.StatusRevoked {
+				t.Errorf("Get(%q) after HSET %v = %s, %v; want revoked", id, edit, fmtRecord(got), err)
+			}
+			got, err = c.Fill(ctx, activeRecord(id, "user-1"))
+			if err != nil || got.Status != session.StatusRevoked {
+				t.Errorf("Fill(%q) after HSET %v = %s, %v; want revoked", id, edit, fmtRecord(got), err)
+			}
+			if st := r.rdb.HGet(ctx, "session:"+id, "status").Val(); st != "revoked" {
+				t.Errorf("HGET session:%s status after the fill = %q, want revoked", id, st)
+			}
+		}
+		if n := c.Stats().Irregular; n != 6 {
+			t.Errorf("Stats().Irregular = %d, want 6", n)
 		}
 	})
 }
@@ -433,6 +468,7 @@ func TestDecodeHash(t *testing.T) {
 	raw31 := base64.StdEncoding.EncodeToString(make([]byte, 31))
 	raw33 := base64.StdEncoding.EncodeToString(make([]byte, 33))
 	urlSafe := base64.URLEncoding.EncodeToString(bytes.Repeat([]byte{0xfb, 0xff}, 16))
+	revokedNoTime := &session.Record{DeviceSessionID: "dev-1", Status: session.StatusRevoked}
 	tests := []struct {
 		name string
 		id   string
@@ -449,26 +485,37 @@ func TestDecodeHash(t *testing.T) {
 			&session.Record{DeviceSessionID: "dev-1", Status: session.StatusRevoked}},
 		{"extra fields ignored", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active", "note": "x"},
 			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusActive}},
-		{"unknown status", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "Active"}, nil},
-		{"status with space", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active "}, nil},
-		{"missing status", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key}, nil},
+		{"unknown status", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "Active"},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked}},
+		{"status with space", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active "},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked}},
+		{"empty status", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": ""},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked}},
+		{"missing status", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked}},
 		{"empty map", "dev-1", map[string]string{}, nil},
 		{"bad base64", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": strings.Repeat("!", 44), "status": "active"}, nil},
 		{"31-byte key", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": raw31, "status": "active"}, nil},
 		{"33-byte key", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": raw33, "status": "active"}, nil},
 		{"url-safe base64", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": urlSafe, "status": "active"}, nil},
 		{"unpadded base64", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": strings.TrimRight(key, "="), "status": "active"}, nil},
-		{"bad key on revoked", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": raw31, "status": "revoked"}, nil},
+		{"bad key on revoked", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": raw31, "status": "revoked"},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", Status: session.StatusRevoked}},
+		{"bad user id on revoked", "dev-1", map[string]string{"user_id": "{x}", "client_public_key": key, "status": "revoked"},
+			&session.Record{DeviceSessionID: "dev-1", ClientPublicKey: key, Status: session.StatusRevoked}},
 		{"active without key", "dev-1", map[string]string{"user_id": "u-1", "status": "active"}, nil},
 		{"active without user", "dev-1", map[string]string{"client_public_key": key, "status": "active"}, nil},
 		{"bad user id", "dev-1", map[string]string{"user_id": "{x}", "client_public_key": key, "status": "active"}, nil},
-		{"revoked_at_ms on active", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active", "revoked_at_ms": "5"}, nil},
-		{"negative revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "-5"}, nil},
-		{"non-numeric revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "soon"}, nil},
-		{"float revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "1.7e12"}, nil},
-		{"signed revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "+5"}, nil},
-		{"empty revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": ""}, nil},
-		{"huge revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "99999999999999999999"}, nil},
+		{"revoked_at_ms on active", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active", "revoked_at_ms": "5"},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked, RevokedAtMS: ptr(5)}},
+		{"non-numeric revoked_at_ms on active", "dev-1", map[string]string{"user_id": "u-1", "client_public_key": key, "status": "active", "revoked_at_ms": "x"},
+			&session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: key, Status: session.StatusRevoked}},
+		{"negative revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "-5"}, revokedNoTime},
+		{"non-numeric revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "soon"}, revokedNoTime},
+		{"float revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "1.7e12"}, revokedNoTime},
+		{"signed revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "+5"}, revokedNoTime},
+		{"empty revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": ""}, revokedNoTime},
+		{"huge revoked_at_ms", "dev-1", map[string]string{"status": "revoked", "revoked_at_ms": "99999999999999999999"}, revokedNoTime},
 		{"invalid id", "dev*1", map[string]string{"status": "revoked"}, nil},
 	}
 	for _, tt := range tests {
@@ -521,11 +568,12 @@ func FuzzDecodeHash(f *testing.F) {
 		if verr := r.Validate(); verr != nil {
 			t.Fatalf("DecodeHash accepted %s, which fails Validate: %v", fmtRecord(r), verr)
 		}
-		if r.DeviceSessionID != id || string(r.Status) != status {
+		if r.DeviceSessionID != id {
 			t.Fatalf("DecodeHash(%q, status %q) = %s", id, status, fmtRecord(r))
 		}
-		if status != "active" && r.Status == session.StatusActive {
-			t.Fatalf("DecodeHash(status %q) returned an active record", status)
+		_, hasAt := h["revoked_at_ms"]
+		if wantActive := h["status"] == "active" && !hasAt; (r.Status == session.StatusActive) != wantActive {
+			t.Fatalf("DecodeHash(%v) = %s; active only for exactly status active without revoked_at_ms", h, fmtRecord(r))
 		}
 	})
 }
