@@ -487,14 +487,14 @@ func TestServeShutsDownGracefully(t *testing.T) {
 }
 
 func TestRunUsage(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"-no-such-flag"}, &stderr); code != 2 {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"-no-such-flag"}, &stdout, &stderr); code != 2 {
 		t.Errorf("run(-no-such-flag) = %d, want 2", code)
 	}
-	if code := run(context.Background(), []string{"-name", ""}, &stderr); code != 2 {
+	if code := run(context.Background(), []string{"-name", ""}, &stdout, &stderr); code != 2 {
 		t.Errorf("run(-name '') = %d, want 2", code)
 	}
-	if code := run(context.Background(), []string{"-h"}, &stderr); code != 0 {
+	if code := run(context.Background(), []string{"-h"}, &stdout, &stderr); code != 0 {
 		t.Errorf("run(-h) = %d, want 0", code)
 	}
 }

@@ -29,6 +29,10 @@
 // Logs are JSON lines on stderr (log/slog) and never hold a full session id.
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish (up to 10 s) and closes the cache. Run `gatewayd -h` for the flags.
+//
+// `gatewayd healthcheck` GETs /healthz on the local listen address (or any
+// -url) and exits 0 when it answers 200 (or -status), 1 otherwise: a
+// container healthcheck for the image, which has no shell and no curl.
 package main
 
 import (
@@ -50,19 +54,26 @@ const shutdownTimeout = 10 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-// run parses the flags, starts the gateway and serves until ctx ends. It
-// returns the exit status: 0 after a graceful shutdown, 1 on a failure,
-// 2 on bad usage.
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+// run parses the flags, starts the gateway and serves until ctx ends, or
+// runs the healthcheck subcommand. It returns the exit status: 0 after a
+// graceful shutdown, 1 on a failure, 2 on bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
 	cfg.registerFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: gatewayd [flags]\n       gatewayd healthcheck [-listen addr | -url URL] [-status code] [-timeout d]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
