@@ -137,11 +137,18 @@ type invalidation struct {
 	atMS  int64
 }
 
+// What an invalidation concerns.
+const (
+	kindSession = iota // a revocation of one session (Revoke)
+	kindUser           // a revocation of every session of a user (RevokeUser)
+	kindChanged        // a change of one session's record below L1 (Invalidate)
+)
+
 // pastInvalidation is one element of the FIFO that bounds the memory of
 // invalidations.
 type pastInvalidation struct {
 	key   string
-	user  bool
+	kind  int
 	epoch uint64
 }
 
@@ -169,9 +176,9 @@ type Cache struct {
 	lru slru
 	// users maps a user id to the first of its active entries.
 	users map[string]*entry
-	// idInv and userInv hold the last invalidation of a session or user,
-	// for the invalidations still in recent.
-	idInv, userInv map[string]invalidation
+	// idInv, userInv and chgInv hold the last invalidation of each kind
+	// of a session or user, for the invalidations still in recent.
+	idInv, userInv, chgInv map[string]invalidation
 	// recent is the FIFO of remembered invalidations, from recent[head].
 	recent []pastInvalidation
 	head   int
@@ -196,6 +203,7 @@ func New(opts Options) (*Cache, error) {
 		users:     make(map[string]*entry),
 		idInv:     make(map[string]invalidation),
 		userInv:   make(map[string]invalidation),
+		chgInv:    make(map[string]invalidation),
 	}
 	if c.now != nil {
 		c.base = c.now()
@@ -286,8 +294,8 @@ func (c *Cache) Begin() Token {
 //     t was taken, some are forgotten and the Cache cannot tell whether one
 //     concerned r: an active r is converted to revoked as in rule 3. A
 //     spurious revocation is safe; a stale active record is not.
-//  5. If DropActive ran after t was taken, an active r is not stored: Fill
-//     returns (r, false).
+//  5. If DropActive ran after t was taken, or Invalidate(r.DeviceSessionID)
+//     did, an active r is not stored: Fill returns (r, false).
 //  6. If the Cache already holds an unexpired revoked entry for the session,
 //     an active r never replaces it: Fill returns (that entry, false).
 //  7. Otherwise r is stored with its expiry at now + Options.TTL, and Fill
@@ -322,7 +330,7 @@ func (c *Cache) Fill(t Token, r session.Record) (session.Record, bool) {
 		c.fillsDropped.Add(1)
 		return e.rec, false
 	}
-	if t.epoch < c.dropEpoch {
+	if t.epoch < c.dropEpoch || c.chgInv[r.DeviceSessionID].epoch > t.epoch {
 		c.fillsDropped.Add(1)
 		return r, false
 	}
@@ -482,10 +490,41 @@ func (c *Cache) Revoke(id string, atMS int64) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.rememberLocked(id, false, atMS)
+	c.rememberLocked(id, kindSession, atMS)
 	if e := c.liveLocked(id, now); e != nil {
 		c.flipLocked(e, atMS)
 	}
+}
+
+// Invalidate reports that the lower tier's record of id changed in a way
+// L1 cannot interpret (deleted, expired, rewritten): an active entry for id
+// is removed, a revoked one stays (revocation is one-way), and a Fill with a
+// Token taken before stores nothing active for id (rule 5), since what it
+// read may predate the change. An invalid id is ignored.
+func (c *Cache) Invalidate(id string) {
+	if session.ValidateID(id) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rememberLocked(id, kindChanged, 0)
+	if e := c.lru.peek(id); e != nil && e.active() {
+		c.removeLocked(e)
+	}
+}
+
+// Peek returns the cached record for id, as Get does, without counting a
+// hit or a miss and without marking the entry recently used. An expired
+// entry is a miss and stays until a Get removes it.
+func (c *Cache) Peek(id string) (session.Record, bool) {
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.lru.peek(id)
+	if e == nil || now >= e.expires {
+		return session.Record{}, false
+	}
+	return e.rec, true
 }
 
 // RevokeUser flips every cached session of userID to revoked, as Revoke
@@ -499,7 +538,7 @@ func (c *Cache) RevokeUser(userID string, atMS int64) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.rememberLocked(userID, true, atMS)
+	c.rememberLocked(userID, kindUser, atMS)
 	for e := c.users[userID]; e != nil; {
 		next := e.unext
 		if now >= e.expires {
@@ -513,26 +552,19 @@ func (c *Cache) RevokeUser(userID string, atMS int64) {
 }
 
 // rememberLocked starts a new epoch for an invalidation of key (a session
-// id, or a user id if user) and records it, forgetting the oldest
+// id, or a user id for kindUser) and records it, forgetting the oldest
 // remembered invalidation beyond Options.RecentInvalidations.
-func (c *Cache) rememberLocked(key string, user bool, atMS int64) {
+func (c *Cache) rememberLocked(key string, kind int, atMS int64) {
 	epoch := c.epoch.Add(1)
-	m := c.idInv
-	if user {
-		m = c.userInv
-	}
-	m[key] = invalidation{epoch: epoch, atMS: atMS}
-	c.recent = append(c.recent, pastInvalidation{key: key, user: user, epoch: epoch})
+	c.invMapLocked(kind)[key] = invalidation{epoch: epoch, atMS: atMS}
+	c.recent = append(c.recent, pastInvalidation{key: key, kind: kind, epoch: epoch})
 	if len(c.recent)-c.head <= c.maxRecent {
 		return
 	}
 	old := c.recent[c.head]
 	c.recent[c.head] = pastInvalidation{}
 	c.head++
-	m = c.idInv
-	if old.user {
-		m = c.userInv
-	}
+	m := c.invMapLocked(old.kind)
 	if m[old.key].epoch == old.epoch {
 		delete(m, old.key)
 	}
@@ -542,6 +574,17 @@ func (c *Cache) rememberLocked(key string, user bool, atMS int64) {
 		clear(c.recent[n:])
 		c.recent, c.head = c.recent[:n], 0
 	}
+}
+
+// invMapLocked returns the map of the last invalidations of a kind.
+func (c *Cache) invMapLocked(kind int) map[string]invalidation {
+	switch kind {
+	case kindUser:
+		return c.userInv
+	case kindChanged:
+		return c.chgInv
+	}
+	return c.idInv
 }
 
 // DropActive removes every active entry (revoked entries stay) and makes

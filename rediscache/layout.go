@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strconv"
+	"strings"
 
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -106,6 +107,32 @@ func (l Layout) Stripe(id string) int {
 // SessionKey returns the hash key of a device session.
 func (l Layout) SessionKey(id string) string {
 	return l.prefix + "session:" + l.tags[l.Stripe(id)] + id
+}
+
+// SessionKeyPrefix returns what every session hash key starts with:
+// <prefix>session:. Replicas ask Redis to report every change to keys
+// with this prefix (CLIENT TRACKING BCAST PREFIX).
+func (l Layout) SessionKeyPrefix() string { return l.prefix + "session:" }
+
+// SessionIDOfKey returns the device session id of a session hash key, and
+// false for any other key (another prefix, a wrong stripe tag, an invalid
+// id).
+func (l Layout) SessionIDOfKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, l.SessionKeyPrefix())
+	if !ok {
+		return "", false
+	}
+	if l.stripes > 1 {
+		end := strings.Index(rest, "}:")
+		if end < 0 {
+			return "", false
+		}
+		rest = rest[end+2:]
+	}
+	if session.ValidateID(rest) != nil || l.SessionKey(rest) != key {
+		return "", false
+	}
+	return rest, true
 }
 
 // UserSessionsKey returns the key of the set of a user's session ids.

@@ -68,7 +68,7 @@ func (r *runState) sync(ctx context.Context, reason string) error {
 		// needed drop over a failure of a later stripe.
 		r.last[k], r.lastAt[k] = c, ats[k]
 	}
-	r.synced(reason, replayed, false)
+	r.synced(reason, replayed, r.tracked)
 	return nil
 }
 

@@ -34,7 +34,18 @@ const (
 	ReasonGap = "gap"
 	// ReasonError: a Redis call failed while subscribing or syncing.
 	ReasonError = "error"
+	// ReasonFlush: Redis reported that it was flushed (FLUSHDB or
+	// FLUSHALL) on the tracking channel.
+	ReasonFlush = "flush"
 )
+
+// trackingChannel is where Redis sends the server-assisted invalidations
+// of a RESP2 connection that redirects them to itself.
+const trackingChannel = "__redis__:invalidate"
+
+// errFlushed is how go-redis reports the null invalidation that Redis
+// sends on a flush: it cannot decode a message with a null payload.
+const errFlushed = "redis: unsupported pubsub message payload: <nil>"
 
 const (
 	// idleWait bounds one receive when no heartbeat is due. Cancelling
@@ -63,6 +74,24 @@ type SubscriberOptions struct {
 	// OnEvent receives the Lost and Synced events, from Run's goroutine,
 	// in order with the OnInvalidation calls. Optional.
 	OnEvent func(Event)
+	// OnKeysChanged receives the ids of sessions whose Redis hash changed
+	// in any way (a write by anyone, DEL, expiry, eviction, RENAME), as
+	// Redis reports them through server-assisted invalidation, from Run's
+	// goroutine, in order with the other callbacks. The change may be the
+	// caller's own fill: the receiver must read the hash again (or forget
+	// what it holds), never assume a revocation. A flush is not reported
+	// here: it is a loss, followed by an EventSynced with DropActive.
+	// Optional; without it changes are not asked for.
+	OnKeysChanged func(ids []string)
+	// Client, when set, is the client whose options the subscriber's own
+	// connections are made from (a *redis.Client, a Sentinel failover
+	// client or a *redis.ClusterClient), so that a deployment can put the
+	// subscriber on another pool, proxy or dialer. Default: the Cache's
+	// client. Run makes a client of its own from those options (RESP2, an
+	// OnConnect that turns on tracking) and closes it when it returns;
+	// hooks added with AddHook are not carried over. With a client of any
+	// other type, Run subscribes through it and runs without tracking.
+	Client redis.UniversalClient
 	// HeartbeatInterval is the time between two heartbeat probes on the
 	// subscriber connection. Default DefaultHeartbeatInterval. A negative
 	// value turns the heartbeat off, and with it the only way to notice a
@@ -187,6 +216,15 @@ type SubscriberStats struct {
 	// Subscribed reports whether the last event was an EventSynced and Run
 	// is still running.
 	Subscribed bool
+	// Tracking reports whether the current connection receives Redis's
+	// server-assisted invalidations of session keys. False on a Redis that
+	// refuses CLIENT TRACKING (miniredis, an ACL without it), where only
+	// the library's own revocations reach L1.
+	Tracking bool
+	// KeysChanged counts session ids reported to OnKeysChanged.
+	KeysChanged uint64
+	// Flushes counts flushes Redis reported.
+	Flushes uint64
 }
 
 // Subscriber keeps an L1 in step with the invalidation channel. Its Run
@@ -252,6 +290,10 @@ type subscriberCounters struct {
 	heartbeatsSent, heartbeatFailures                        atomic.Uint64
 	lastMessageUnixMs                                        atomic.Int64
 	subscribed                                               atomic.Bool
+	keysChanged, flushes                                     atomic.Uint64
+	// tracking is set by each new connection: whether it turned tracking
+	// on. trackingRefused records that Redis refused it once (logged once).
+	tracking, trackingRefused atomic.Bool
 }
 
 // NewSubscriber returns a Subscriber of the Cache's channel, which uses the
@@ -278,6 +320,9 @@ func (s *Subscriber) Stats() SubscriberStats {
 		HeartbeatFailures: s.st.heartbeatFailures.Load(),
 		LastMessageUnixMs: s.st.lastMessageUnixMs.Load(),
 		Subscribed:        s.st.subscribed.Load(),
+		Tracking:          s.st.tracking.Load(),
+		KeysChanged:       s.st.keysChanged.Load(),
+		Flushes:           s.st.flushes.Load(),
 	}
 }
 
@@ -295,8 +340,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	defer s.running.Store(false)
 	defer s.st.subscribed.Store(false)
 
+	client, own := s.ownClient()
+	if own {
+		defer client.Close()
+	}
 	n := s.c.layout.Stripes()
-	r := &runState{s: s, last: make([]uint64, n), lastAt: make([]int64, n)}
+	r := &runState{s: s, client: client, last: make([]uint64, n), lastAt: make([]int64, n)}
 	reason := ReasonStart
 	var delay time.Duration
 	for {
@@ -327,9 +376,95 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 }
 
+// subscriberKey marks the context of the subscriber's connections, so
+// that OnConnect turns tracking on for them alone: a cluster client also
+// connects to learn the topology.
+type subscriberKey struct{}
+
+// ownClient returns the client that Run subscribes through, and whether
+// Run made it (and must close it): a copy of SubscriberOptions.Client, or
+// of the Cache's client, that speaks RESP2 (so that invalidations arrive
+// as pub/sub messages on the connection itself) and turns tracking on for
+// each subscriber connection it makes.
+func (s *Subscriber) ownClient() (redis.UniversalClient, bool) {
+	base := s.opts.Client
+	if base == nil {
+		base = s.c.rdb
+	}
+	if s.opts.OnKeysChanged == nil {
+		return base, false
+	}
+	switch b := base.(type) {
+	case *redis.Client:
+		o := *b.Options()
+		o.Protocol = 2
+		o.OnConnect = s.onConnect(o.OnConnect)
+		return redis.NewClient(&o), true
+	case *redis.ClusterClient:
+		o := *b.Options()
+		o.Protocol = 2
+		o.OnConnect = s.onConnect(o.OnConnect)
+		return redis.NewClusterClient(&o), true
+	}
+	return base, false
+}
+
+// onConnect wraps a client's OnConnect: on a subscriber connection it
+// turns on tracking of every session key, redirected to the connection
+// itself.
+func (s *Subscriber) onConnect(next func(context.Context, *redis.Conn) error) func(context.Context, *redis.Conn) error {
+	return func(ctx context.Context, cn *redis.Conn) error {
+		if next != nil {
+			if err := next(ctx, cn); err != nil {
+				return err
+			}
+		}
+		if ctx.Value(subscriberKey{}) == nil {
+			return nil
+		}
+		return s.track(ctx, cn)
+	}
+}
+
+// track sends CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX
+// <prefix>session: on a new subscriber connection. Redis then reports every
+// change to a session key on the connection's __redis__:invalidate
+// messages, and a flush as a null message, for as long as the connection
+// lives. A Redis that refuses it (an unknown command, an ACL) leaves the
+// connection without tracking, logged once; a failure to reach Redis fails
+// the connection.
+func (s *Subscriber) track(ctx context.Context, cn *redis.Conn) error {
+	s.st.tracking.Store(false)
+	if mutation.Disabled(mutation.Tracking) {
+		return nil
+	}
+	id, err := cn.ClientID(ctx).Result()
+	if err == nil {
+		err = cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", s.c.layout.SessionKeyPrefix()).Err()
+	}
+	var rerr redis.Error
+	switch {
+	case err == nil:
+		s.st.tracking.Store(true)
+		return nil
+	case errors.As(err, &rerr):
+		if !s.st.trackingRefused.Swap(true) {
+			s.opts.Logger.Warn("rediscache: Redis refused CLIENT TRACKING; only this library's revocations reach L1, "+
+				"not hand edits, DEL, expiry, eviction or flushes", "err", err)
+		}
+		return nil
+	}
+	return err
+}
+
 // runState is what one Run knows. Only Run's goroutine uses it.
 type runState struct {
-	s *Subscriber
+	s      *Subscriber
+	client redis.UniversalClient
+	// tracked reports that a connection of this Run had tracking on:
+	// after its loss, changes Redis reported to nobody may have been
+	// missed, and no log replays them, so every sync drops L1's actives.
+	tracked bool
 	// based reports that last holds positions: the first sync is done.
 	based bool
 	// last[k] is the highest sequence number of stripe k applied or
@@ -362,7 +497,8 @@ type runState struct {
 // reports the loss (EventLost), closes the connection and returns the
 // reason, with the time of the connection's first sync (zero if none).
 func (r *runState) connect(ctx context.Context, reason string) (lost string, syncedAt time.Time) {
-	ps := r.s.c.rdb.Subscribe(ctx) // no channel yet: no I/O
+	ctx = context.WithValue(ctx, subscriberKey{}, true)
+	ps := r.client.Subscribe(ctx) // no channel yet: no I/O
 	closed := make(chan struct{})
 	// Cancelling ctx closes the connection, which ends a blocked receive.
 	stop := context.AfterFunc(ctx, func() {
@@ -405,6 +541,10 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		msg, err := ps.ReceiveTimeout(rctx, wait)
 		cancel()
 		if err != nil && !isTimeout(err) {
+			if err.Error() == errFlushed {
+				s.st.flushes.Add(1)
+				return ReasonFlush, errors.New("rediscache: Redis was flushed")
+			}
 			// go-redis reconnects by itself after this error; the
 			// caller closes that connection and starts its own.
 			if confirmed {
@@ -417,10 +557,13 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
-			if m.Channel == channel {
+			switch m.Channel {
+			case channel:
 				if err := r.handle(ctx, m.Payload); err != nil {
 					return ReasonError, err
 				}
+			case trackingChannel:
+				r.changed(m.PayloadSlice)
 			}
 		case *redis.Subscription:
 			if m.Channel != channel {
@@ -439,6 +582,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 			if err := r.sync(ctx, reason); err != nil {
 				return ReasonError, err
 			}
+			r.tracked = r.tracked || s.st.tracking.Load()
 			now := time.Now()
 			if syncedAt.IsZero() {
 				*syncedAt = now
@@ -586,6 +730,21 @@ func (r *runState) handle(ctx context.Context, payload string) error {
 	// A duplicate (already replayed) is applied again: it only revokes.
 	s.opts.OnInvalidation(m)
 	return nil
+}
+
+// changed passes the session ids among keys, which Redis reported as
+// changed, to OnKeysChanged.
+func (r *runState) changed(keys []string) {
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if id, ok := r.s.c.layout.SessionIDOfKey(k); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > 0 {
+		r.s.st.keysChanged.Add(uint64(len(ids)))
+		r.s.opts.OnKeysChanged(ids)
+	}
 }
 
 // gap replays what m's stripe missed before m, then applies m.

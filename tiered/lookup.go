@@ -187,7 +187,15 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.l2Errors.Add(1)
 		c.opts.Logger.Debug("session L2 fill failed", "id", session.Redact(id), "err", err)
 	}
-	rec, _ = c.l1.Fill(tok, c.ownRevocations(rec, fresh))
+	rec, cached := c.l1.Fill(tok, c.ownRevocations(rec, fresh))
+	if !cached && rec.Status == session.StatusActive {
+		// Redis reported a change of the key since tok, most often this
+		// very fill's write: cache what Redis holds now.
+		again := c.l1.Begin()
+		if now, err := c.l2.Get(ctx, id); err == nil {
+			rec, _ = c.l1.Fill(again, c.ownRevocations(now, fresh))
+		}
+	}
 	return flight{rec: rec, tok: tok, fresh: fresh}, nil
 }
 

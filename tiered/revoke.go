@@ -180,6 +180,41 @@ func (c *Cache) apply(m session.Invalidation) {
 	}
 }
 
+// keysChanged handles Redis's report that the hashes of ids changed, by
+// anyone: an operator's HSET or DEL, expiry, eviction, or a fill or
+// revocation of any replica (this one's included). A revoked L1 entry
+// stays. An active one is checked against Redis at once: kept if Redis
+// still says active, flipped if it says revoked (a hand revocation), and
+// dropped if the record is gone or unreadable. An id L1 does not hold is
+// marked changed, so that a lookup reading it at this moment does not
+// cache what it read.
+func (c *Cache) keysChanged(ids []string) {
+	for _, id := range ids {
+		c.stats.keysChanged.Add(1)
+		cur, ok := c.l1.Peek(id)
+		switch {
+		case !ok:
+			c.l1.Invalidate(id)
+			continue
+		case cur.Status != session.StatusActive:
+			continue
+		}
+		rec, err := c.l2.Get(c.ctx, id)
+		switch {
+		case err == nil && rec.Status == session.StatusActive:
+		case err == nil:
+			at := int64(0)
+			if rec.RevokedAtMS != nil {
+				at = *rec.RevokedAtMS
+			}
+			c.revokeLocal(id, at)
+			c.stats.handRevocations.Add(1)
+		default:
+			c.l1.Invalidate(id)
+		}
+	}
+}
+
 // event tracks the channel's health from the subscriber's events.
 func (c *Cache) event(e rediscache.Event) {
 	switch e.Kind {

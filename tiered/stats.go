@@ -29,6 +29,15 @@ type Stats struct {
 	ChannelLost          int64 // times the invalidation channel was found unhealthy
 	Resyncs              int64 // syncs after (re)subscription or a gap
 	ResyncDrops          int64 // syncs that dropped L1's active entries
+	KeysChanged          int64 // session keys Redis reported changed (tracking)
+	HandRevocations      int64 // L1 actives flipped because Redis said revoked without a message
+	RevocationsOwed      int64 // revocations this process still owes Redis (gauge)
+
+	// Tracking reports whether Redis reports changes to session keys on
+	// the subscriber's connection (server-assisted invalidation). False on
+	// a Redis that refuses CLIENT TRACKING, such as miniredis: then only
+	// this library's revocations reach L1.
+	Tracking bool
 
 	// FanoutCount, FanoutP50, FanoutP99 and FanoutMax describe the delay
 	// from a revocation's publication (Redis time in the message) to its
@@ -61,6 +70,10 @@ func (c *Cache) Stats() Stats {
 		ChannelLost:          s.channelLost.Load(),
 		Resyncs:              s.resyncs.Load(),
 		ResyncDrops:          s.resyncDrops.Load(),
+		KeysChanged:          s.keysChanged.Load(),
+		HandRevocations:      s.handRevocations.Load(),
+		RevocationsOwed:      c.pending.n.Load(),
+		Tracking:             c.sub.Stats().Tracking,
 	}
 	// Read after L1Distrusted, so that a distrusted hit counted between
 	// the two reads cannot make L1Hits negative.
@@ -75,7 +88,7 @@ type counters struct {
 	fillsRefused, fillsSkipped, invalidIDs              atomic.Int64
 	revocationsPublished, revokeRetries, revokeFailures atomic.Int64
 	revokeQueueFull, invalidationsApplied, channelLost  atomic.Int64
-	resyncs, resyncDrops                                atomic.Int64
+	resyncs, resyncDrops, keysChanged, handRevocations  atomic.Int64
 	fanout                                              histogram
 }
 

@@ -125,7 +125,7 @@ func (o *Options) setDefaults() error {
 	if o.Backend == nil {
 		return errors.New("tiered: Options.Backend is required")
 	}
-	if o.Subscriber.OnInvalidation != nil || o.Subscriber.OnEvent != nil {
+	if o.Subscriber.OnInvalidation != nil || o.Subscriber.OnEvent != nil || o.Subscriber.OnKeysChanged != nil {
 		return errors.New("tiered: Options.Subscriber handlers are set by the cache and must be nil")
 	}
 	if o.NegativeTTL == 0 {
@@ -278,6 +278,7 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 	subOpts := opts.Subscriber
 	subOpts.OnInvalidation = c.apply
 	subOpts.OnEvent = c.event
+	subOpts.OnKeysChanged = c.keysChanged
 	if subOpts.Logger == nil {
 		subOpts.Logger = opts.Logger
 	}

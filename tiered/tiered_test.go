@@ -433,14 +433,24 @@ func TestCorruptRedisRecordNeverServedActive(t *testing.T) {
 	rec, _ := e.backend.NewSession("user-1")
 	id := rec.DeviceSessionID
 	key := e.layout.SessionKey(id)
+	// A status other than exactly "active" is a revocation (fail
+	// closed), whatever the backend says, and a fill keeps it.
+	typo, _ := e.backend.NewSession("user-1")
+	e.rdb.HSet(ctx, e.layout.SessionKey(typo.DeviceSessionID), "user_id", "user-1", "client_public_key", typo.ClientPublicKey, "status", "ACTIVE")
+	for _, fault := range []backendtest.Fault{{Status: 503}, {}} {
+		e.backend.SetFault(fault)
+		if got, err := a.Lookup(ctx, typo.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("Lookup of status ACTIVE (backend fault %+v) = %+v, %v; want revoked", fault, got, err)
+		}
+	}
 	corrupt := []map[string]any{
-		{"user_id": "user-1", "client_public_key": rec.ClientPublicKey, "status": "ACTIVE"},
 		{"user_id": "user-1", "client_public_key": "short", "status": "active"},
 		{"user_id": "user-1", "status": "active"},
 	}
 	for i, h := range corrupt {
 		e.rdb.Del(ctx, key)
 		a.Local().DropActive()
+
 		e.rdb.HSet(ctx, key, h)
 		e.backend.SetFault(backendtest.Fault{Status: 503})
 		if got, err := a.Lookup(ctx, id); err == nil {

@@ -43,11 +43,17 @@ const (
 	// number. Disabled, a message that skips numbers is applied and its
 	// number taken as the position, without replaying what was skipped.
 	GapDetection
+	// Tracking is the subscriber's server-assisted invalidation (CLIENT
+	// TRACKING on its connection), which carries changes to session keys
+	// that no invalidation message announces: hand edits, DEL, expiry,
+	// eviction, flushes. Disabled, the subscriber does not ask for it and
+	// runs on the channel alone, as on a Redis without tracking.
+	Tracking
 
 	numGuards = iota
 )
 
-var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection"}
+var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection", "Tracking"}
 
 // String returns the guard's name, for example "GuardedFill".
 func (g Guard) String() string {
@@ -59,5 +65,5 @@ func (g Guard) String() string {
 
 // Guards lists every guard, in declaration order.
 func Guards() []Guard {
-	return []Guard{GuardedFill, L1Generation, Resync, GapDetection}
+	return []Guard{GuardedFill, L1Generation, Resync, GapDetection, Tracking}
 }

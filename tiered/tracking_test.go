@@ -1,0 +1,99 @@
+package tiered
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// waitL1 polls replica r's L1 until want reports true for what it holds
+// of id, failing the test after timeout. It returns how long that took.
+func waitL1(t *testing.T, r *replica, id string, timeout time.Duration, what string, want func(session.Record, bool) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if want(r.l1.Peek(id)) {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			rec, ok := r.l1.Peek(id)
+			t.Fatalf("L1 holds %+v (present %v), want %s within %v", rec, ok, what, timeout)
+		}
+		time.Sleep(time.Millisecond) // polling L1, whose change has no hook
+	}
+}
+
+// TestHandEditsReachL1 checks that a change Redis reports on the tracking
+// channel, made by no library call and announced by no message, reaches
+// the L1 of every replica: a hand HSET revokes; a DEL or an expiry drops an
+// active entry (and never a revoked one); a replica's own fill keeps its
+// fresh entry.
+func TestHandEditsReachL1(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	replicas := []*replica{
+		e.replica(t, "r1", testHooks{}), e.replica(t, "r2", testHooks{}), e.replica(t, "r3", testHooks{}),
+	}
+	for _, r := range replicas {
+		if !r.Stats().Tracking {
+			t.Fatalf("Stats().Tracking = false on redis-server, want true")
+		}
+	}
+	open := func() string {
+		rec, _ := e.backend.NewSession("user-1")
+		for i, r := range replicas {
+			got, tier, err := r.LookupTier(ctx, rec.DeviceSessionID)
+			if err != nil || got.Status != session.StatusActive {
+				t.Fatalf("LookupTier on replica %d = %+v, %v, %v; want active", i, got, tier, err)
+			}
+		}
+		return rec.DeviceSessionID
+	}
+	revoked := func(rec session.Record, ok bool) bool { return ok && rec.Status == session.StatusRevoked }
+	gone := func(_ session.Record, ok bool) bool { return !ok }
+
+	id := open()
+	// The replica that filled Redis keeps its entry: its own write comes
+	// back as a change, checked against Redis and found active.
+	if got, tier, _ := replicas[0].LookupTier(ctx, id); tier != TierL1 || got.Status != session.StatusActive {
+		t.Errorf("LookupTier after the fill = %+v, %v; want active from L1", got, tier)
+	}
+	if err := e.rdb.HSet(ctx, e.layout.SessionKey(id), "status", "revoked").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range replicas {
+		d := waitL1(t, r, id, time.Second, "revoked", revoked)
+		t.Logf("hand HSET status revoked reached L1 in %v", d)
+	}
+	// DEL of a revoked record leaves L1 revoked.
+	e.rdb.Del(ctx, e.layout.SessionKey(id))
+	for i, r := range replicas {
+		if got, _, err := r.LookupTier(ctx, id); err != nil || got.Status != session.StatusRevoked {
+			t.Errorf("LookupTier on replica %d after DEL of a revoked record = %+v, %v; want revoked", i, got, err)
+		}
+	}
+
+	for _, edit := range []struct {
+		name string
+		do   func(key string) error
+	}{
+		{"DEL", func(key string) error { return e.rdb.Del(ctx, key).Err() }},
+		{"PEXPIRE 1", func(key string) error { return e.rdb.PExpire(ctx, key, time.Millisecond).Err() }},
+		{"HDEL status", func(key string) error { return e.rdb.HDel(ctx, key, "status").Err() }},
+	} {
+		id := open()
+		if err := edit.do(e.layout.SessionKey(id)); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range replicas {
+			waitL1(t, r, id, time.Second, "no active entry after "+edit.name, func(rec session.Record, ok bool) bool {
+				return gone(rec, ok) || revoked(rec, ok)
+			})
+		}
+	}
+	if n := replicas[1].Stats().KeysChanged; n == 0 {
+		t.Errorf("Stats().KeysChanged = 0, want > 0")
+	}
+}
