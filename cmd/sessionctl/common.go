@@ -172,13 +172,18 @@ func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int
 }
 
 // setUsage installs a -h text: the synopsis, what the command does, its
-// flags and the exit statuses.
+// flags and the exit statuses common to the incident commands.
 func setUsage(fs *flag.FlagSet, synopsis, about string) {
+	setUsageStatuses(fs, synopsis, about, exitCodesHelp)
+}
+
+// setUsageStatuses is setUsage with a command's own exit statuses text.
+func setUsageStatuses(fs *flag.FlagSet, synopsis, about, statuses string) {
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "usage: sessionctl %s\n\n%s\n\nflags:\n", synopsis, about)
 		fs.PrintDefaults()
-		fmt.Fprint(w, exitCodesHelp)
+		fmt.Fprint(w, statuses)
 	}
 }
 

@@ -9,11 +9,16 @@
 //	sessionctl revoke-user <user-id>        revoke every session of a user
 //	sessionctl watch                        print invalidations as they arrive
 //	sessionctl stats                        sessions by status, memory, listeners
+//	sessionctl doctor                       check the Redis a deployment relies on
 //
 // Run `sessionctl <command> -h` for a command's flags. Exit status: 0 success;
-// 1 the operation failed (Redis unreachable, wrong password, TLS failure);
-// 2 bad usage or bad input (such as an invalid session id); 3 the demo saw a
-// revoked session accepted.
+// 1 the operation failed (Redis unreachable, wrong password, TLS failure; for
+// doctor, a check failed); 2 bad usage or bad input (such as an invalid
+// session id); 3 the demo saw a revoked session accepted; 4 revoked in Redis
+// only: revoke or revoke-user wrote the revocation, but the backend (-backend
+// or SESSIONCTL_BACKEND) still answers active for the session, so the
+// revocation is lost with its Redis record (flush, eviction, restart without
+// persistence, DEL) until the backend revokes the session too.
 package main
 
 import (
@@ -34,6 +39,9 @@ const (
 	exitFailure  = 1
 	exitUsage    = 2
 	exitAccepted = 3
+	// exitRedisOnly: a revocation written in Redis that the backend does
+	// not know (it still answers active).
+	exitRedisOnly = 4
 )
 
 // command is one subcommand. run returns the exit status.
@@ -83,7 +91,8 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "exit status: 0 ok, 1 failed, 2 bad usage or input, 3 demo saw a revoked session accepted")
+	fmt.Fprintln(w, "exit status: 0 ok, 1 failed, 2 bad usage or input, 3 demo saw a revoked session accepted,")
+	fmt.Fprintln(w, "             4 revoked in Redis only: the backend still answers active")
 }
 
 // parseFlags parses a subcommand's flags; it returns the exit status to

@@ -3,13 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -36,7 +42,47 @@ type revokeReport struct {
 	// the nodes (-1 when it could not be read).
 	Listeners int64  `json:"listeners"`
 	Error     string `json:"error,omitempty"`
+	// Backend is what the backend answered for the revoked sessions
+	// afterwards; nil when no backend is configured or the revocation
+	// failed.
+	Backend *backendReport `json:"backend,omitempty"`
 }
+
+// backendEnv is the environment variable that gives -backend its default.
+const backendEnv = "SESSIONCTL_BACKEND"
+
+// backendCheckers bounds the backend requests revoke-user has in flight.
+const backendCheckers = 8
+
+// backendReport counts the backend's answers for the sessions a revocation
+// covered. A session the backend still answers active is revoked in Redis
+// only: a lookup after its Redis record is lost asks the backend and serves
+// it. Revoked and not found sessions are refused whatever Redis loses.
+type backendReport struct {
+	Checked  int      `json:"checked"`
+	Active   []string `json:"active"` // still active at the backend
+	Revoked  int      `json:"revoked"`
+	NotFound int      `json:"not_found"` // 404: the backend does not know the session
+	// Failed counts the sessions the backend gave no usable answer for
+	// (unreachable, timeout, 5xx, invalid answer); Error explains the
+	// first.
+	Failed int    `json:"failed"`
+	Error  string `json:"error,omitempty"`
+}
+
+// revokeExitCodesHelp is exitCodesHelp with the backend's statuses.
+const revokeExitCodesHelp = `
+exit status:
+  0  success: revoked in Redis and published; with -backend, the backend
+     no longer answers active for any of the revoked sessions
+  1  the operation failed: Redis unreachable, credentials refused, TLS
+     failure, a revocation not written; or, with -backend, the revocation
+     was written but the backend could not be asked
+  2  bad usage or input, such as an invalid id (no Redis command is sent)
+  4  revoked in Redis only: the backend still answers active, so the
+     revocation is lost with the Redis record (flush, eviction, restart
+     without persistence, DEL) until the backend revokes the session too
+`
 
 func runRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return revokeCommand(ctx, "revoke", "session", args, stdout, stderr)
@@ -50,20 +96,31 @@ func revokeCommand(ctx context.Context, name, what string, args []string, stdout
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var f redisFlags
 	f.register(fs)
+	backendURL := fs.String("backend", os.Getenv(backendEnv),
+		"session backend base URL (http[s]://host:port; default $"+backendEnv+"): after the revocation, ask it whether each revoked session is still active (exit status 4 if so)")
+	const backendHelp = `
+
+With -backend (or $` + backendEnv + `), it then asks the backend (GET
+/api/v1/internal/sessions/{id}, each call bounded by -timeout) about every
+revoked session. A revocation the backend knows survives any loss of Redis
+data: a lookup that finds no record asks the backend, which answers revoked.
+One made only in Redis lives as long as its record: when the backend still
+answers active, a warning goes to stderr and the exit status is 4. Without a
+backend, a note on stderr says the revocation was not checked.`
 	if what == "session" {
-		setUsage(fs, "revoke [flags] <session-id>",
+		setUsageStatuses(fs, "revoke [flags] <session-id>",
 			`Revokes one device session exactly as the library does (rediscache
 RevokeSession): one Lua script sets status revoked (a tombstone if Redis has
 no record), keeps an earlier revoked_at_ms, sets the TTL to at least
 -session-ttl, takes the stripe's next seq, appends to the stripe's log and
 PUBLISHes the message, which it prints with the receiver count. Revoking a
-revoked session publishes again. An id starting with '-' follows "--".`)
+revoked session publishes again. An id starting with '-' follows "--".`+backendHelp, revokeExitCodesHelp)
 	} else {
-		setUsage(fs, "revoke-user [flags] <user-id>",
+		setUsageStatuses(fs, "revoke-user [flags] <user-id>",
 			`Revokes every session of a user exactly as the library does (rediscache
 RevokeUser): sets the user's revocation marker (refusing fills of the user for
 -fill-window), publishes the user message, then revokes and publishes each
-session in the user's index. Safe to repeat after a failure.`)
+session in the user's index. Safe to repeat after a failure.`+backendHelp, revokeExitCodesHelp)
 	}
 	pos, code := parseArgs(fs, args, stderr)
 	if code >= 0 {
@@ -72,6 +129,15 @@ session in the user's index. Safe to repeat after a failure.`)
 	id, err := one(pos, what+" id")
 	if err == nil {
 		err = checkID(what, id)
+	}
+	var be *backend.Client
+	if err == nil && *backendURL != "" {
+		// backend.New's errors never quote the URL.
+		if be, err = backend.New(backend.Options{BaseURL: *backendURL, Timeout: f.timeout}); err != nil {
+			err = fmt.Errorf("%w: -backend: %w", errUsage, err)
+		} else {
+			defer be.CloseIdleConnections()
+		}
 	}
 	if err != nil {
 		return fail(stderr, name, err)
@@ -103,6 +169,13 @@ session in the user's index. Safe to repeat after a failure.`)
 	rep.Listeners = numSub(ctx, rdb, rep.Channel)
 	if revErr != nil {
 		_, rep.Error = describe(revErr)
+	} else if be != nil {
+		ids := rep.Sessions
+		if what == "session" {
+			ids = []string{id}
+		}
+		b := checkBackend(ctx, be, ids)
+		rep.Backend = &b
 	}
 	if f.json {
 		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
@@ -113,6 +186,80 @@ session in the user's index. Safe to repeat after a failure.`)
 	}
 	if revErr != nil {
 		return fail(stderr, name, revErr)
+	}
+	if be == nil {
+		fmt.Fprintf(stderr, "sessionctl %s: note: no backend configured (-backend or $%s), so the backend was not asked: "+
+			"unless it revoked %s too, this revocation lives only in Redis and is lost with the record (flush, eviction, restart without persistence, DEL)\n",
+			name, backendEnv, map[string]string{"session": "the session", "user": "the user's sessions"}[what])
+		return exitOK
+	}
+	return backendVerdict(stderr, name, rep)
+}
+
+// checkBackend asks the backend about each revoked session, at most
+// backendCheckers at a time. Active lists the sessions still active there,
+// sorted.
+func checkBackend(ctx context.Context, be *backend.Client, ids []string) backendReport {
+	type answer struct {
+		status session.Status
+		err    error
+	}
+	answers := make([]answer, len(ids))
+	sem := make(chan struct{}, backendCheckers)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			rec, err := be.Fetch(ctx, id)
+			answers[i] = answer{rec.Status, err}
+		})
+	}
+	wg.Wait()
+	r := backendReport{Checked: len(ids), Active: []string{}}
+	for i, a := range answers {
+		switch {
+		case errors.Is(a.err, session.ErrNotFound):
+			r.NotFound++
+		case a.err != nil:
+			r.Failed++
+			if r.Error == "" {
+				r.Error = oneLine(a.err.Error())
+			}
+		case a.status == session.StatusActive:
+			r.Active = append(r.Active, ids[i])
+		default:
+			r.Revoked++
+		}
+	}
+	slices.Sort(r.Active)
+	return r
+}
+
+// backendVerdict prints the warning or the failure the backend's answers
+// call for, on one line, and returns the exit status.
+func backendVerdict(stderr io.Writer, name string, rep revokeReport) int {
+	b := rep.Backend
+	unanswered := ""
+	if b.Failed > 0 {
+		unanswered = fmt.Sprintf("; %d more could not be checked: %s", b.Failed, b.Error)
+	}
+	switch {
+	case len(b.Active) > 0 && rep.Session != "":
+		fmt.Fprintf(stderr, "sessionctl %s: WARNING: the backend still answers active for %s: this revocation lives only in Redis "+
+			"and is lost with the record (flush, eviction, restart without persistence, DEL) until the backend revokes the session too\n",
+			name, rep.Session)
+		return exitRedisOnly
+	case len(b.Active) > 0:
+		fmt.Fprintf(stderr, "sessionctl %s: WARNING: the backend still answers active for %d of the %d revoked session(s) (%s): "+
+			"these revocations live only in Redis and are lost with their records (flush, eviction, restart without persistence, DEL) "+
+			"until the backend revokes them too%s\n",
+			name, len(b.Active), b.Checked, strings.Join(b.Active, " "), unanswered)
+		return exitRedisOnly
+	case b.Failed > 0:
+		fmt.Fprintf(stderr, "sessionctl %s: the revocation is written in Redis, but the backend could not be asked whether %d of the %d revoked session(s) are still active there: %s\n",
+			name, b.Failed, b.Checked, b.Error)
+		return exitFailure
 	}
 	return exitOK
 }
@@ -161,6 +308,32 @@ func printRevoke(w io.Writer, r revokeReport) {
 		fmt.Fprintf(w, "receivers: %d of %d messages reached NO subscriber (replicas learn of them from the log when they resync); %s now\n",
 			r.NoReceivers, r.Published, listeners(r.Listeners))
 	}
+	if r.Backend != nil {
+		printBackend(w, r)
+	}
+}
+
+// printBackend prints the backend's answers on one line.
+func printBackend(w io.Writer, r revokeReport) {
+	b := r.Backend
+	if r.Session != "" {
+		switch {
+		case len(b.Active) > 0:
+			fmt.Fprintln(w, "backend: ACTIVE: revoked in Redis only")
+		case b.Revoked > 0:
+			fmt.Fprintln(w, "backend: revoked: the revocation survives any loss of Redis data")
+		case b.NotFound > 0:
+			fmt.Fprintln(w, "backend: not found: a lookup that finds no Redis record is refused")
+		default:
+			fmt.Fprintf(w, "backend: no answer: %s\n", b.Error)
+		}
+		return
+	}
+	fmt.Fprintf(w, "backend: %d of %d revoked session(s) still active there", len(b.Active), b.Checked)
+	if len(b.Active) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(b.Active, " "))
+	}
+	fmt.Fprintf(w, "; %d revoked, %d not found, %d not answered\n", b.Revoked, b.NotFound, b.Failed)
 }
 
 func listeners(n int64) string {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -171,4 +172,189 @@ func TestRevokeUserWritesAndPublishes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// newBackend starts an in-memory backend, closed when the test ends.
+func newBackend(t *testing.T) *backendtest.Server {
+	t.Helper()
+	be := backendtest.NewServer()
+	t.Cleanup(be.Close)
+	return be
+}
+
+// fillFrom writes a backend's record to Redis through the library, as a
+// replica's lookup would.
+func fillFrom(t *testing.T, c *rediscache.Cache, rec session.Record) {
+	t.Helper()
+	if _, err := c.Fill(context.Background(), rec); err != nil {
+		t.Fatalf("Fill(%q): %v", rec.DeviceSessionID, err)
+	}
+}
+
+// TestRevokeAsksBackend checks that revoke, after writing the revocation in
+// Redis, asks the backend about the session: still active there is one
+// warning line and exit status 4 (revoked in Redis only); revoked or
+// unknown there is success; no answer is a failure; no backend at all is
+// one note line and success.
+func TestRevokeAsksBackend(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t, rediscache.Options{})
+	be := newBackend(t)
+	down := newBackend(t)
+	down.SetFault(backendtest.Fault{Status: 503})
+	t.Setenv(backendEnv, "")
+
+	tests := []struct {
+		name       string
+		state      string // at the backend: active, revoked or absent
+		args       []string
+		env        string // SESSIONCTL_BACKEND
+		wantCode   int
+		wantStdout string
+		wantStderr string // the one line on stderr; "" for none
+	}{
+		{"active", "active", []string{"-backend", be.URL()}, "", exitRedisOnly,
+			"backend: ACTIVE: revoked in Redis only\n",
+			"sessionctl revoke: WARNING: the backend still answers active for <id>: this revocation lives only in Redis and is lost with the record (flush, eviction, restart without persistence, DEL) until the backend revokes the session too\n"},
+		{"active from the environment", "active", nil, be.URL(), exitRedisOnly,
+			"backend: ACTIVE: revoked in Redis only\n", "WARNING: the backend still answers active for <id>"},
+		{"revoked", "revoked", []string{"-backend", be.URL()}, "", exitOK,
+			"backend: revoked: the revocation survives any loss of Redis data\n", ""},
+		{"unknown", "absent", []string{"-backend", be.URL()}, "", exitOK,
+			"backend: not found: a lookup that finds no Redis record is refused\n", ""},
+		{"backend down", "active", []string{"-backend", down.URL()}, "", exitFailure,
+			"backend: no answer: backend: unexpected HTTP status 503\n",
+			"sessionctl revoke: the revocation is written in Redis, but the backend could not be asked whether 1 of the 1 revoked session(s) are still active there: backend: unexpected HTTP status 503\n"},
+		{"flag overrides the environment", "revoked", []string{"-backend", be.URL()}, down.URL(), exitOK,
+			"backend: revoked:", ""},
+		{"no backend", "active", nil, "", exitOK, "published on session_invalidation: ",
+			"sessionctl revoke: note: no backend configured (-backend or $SESSIONCTL_BACKEND), so the backend was not asked: unless it revoked the session too, this revocation lives only in Redis and is lost with the record (flush, eviction, restart without persistence, DEL)\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(backendEnv, tt.env)
+			var rec session.Record
+			if tt.state == "absent" {
+				rec = session.Record{DeviceSessionID: "absent-1", UserID: "u-absent", ClientPublicKey: testKey(1), Status: session.StatusActive}
+			} else {
+				rec, _ = be.NewSession("u-" + strings.ReplaceAll(tt.name, " ", "-"))
+			}
+			fillFrom(t, e.cache, rec)
+			id := rec.DeviceSessionID
+			if tt.state == "revoked" {
+				be.Revoke(id)
+			}
+			args := append(append([]string{"revoke", "-redis", e.url}, tt.args...), id)
+			code, stdout, stderr := runCmd(t, args...)
+			if code != tt.wantCode {
+				t.Errorf("revoke %v: exit %d, want %d; stderr %q", tt.args, code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stdout, tt.wantStdout) {
+				t.Errorf("revoke %v: stdout does not contain %q:\n%s", tt.args, tt.wantStdout, stdout)
+			}
+			wantErr := strings.ReplaceAll(tt.wantStderr, "<id>", id)
+			switch {
+			case wantErr == "" && stderr != "":
+				t.Errorf("revoke %v: stderr %q, want nothing", tt.args, stderr)
+			case wantErr != "" && (!strings.Contains(stderr, wantErr) || strings.Count(stderr, "\n") != 1):
+				t.Errorf("revoke %v: stderr %q, want one line containing %q", tt.args, stderr, wantErr)
+			}
+			if got, err := e.cache.Get(ctx, id); err != nil || got.Status != session.StatusRevoked {
+				t.Errorf("Get(%q) = %+v, %v; want revoked in Redis whatever the backend says", id, got, err)
+			}
+		})
+	}
+
+	t.Run("json", func(t *testing.T) {
+		rec, _ := be.NewSession("u-json")
+		fillFrom(t, e.cache, rec)
+		code, stdout, _ := runCmd(t, "revoke", "-json", "-redis", e.url, "-backend", be.URL(), rec.DeviceSessionID)
+		var rep revokeReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("revoke -json output does not parse: %v\n%s", err, stdout)
+		}
+		want := backendReport{Checked: 1, Active: []string{rec.DeviceSessionID}}
+		if code != exitRedisOnly || rep.Backend == nil || !slices.Equal(rep.Backend.Active, want.Active) || rep.Backend.Checked != 1 {
+			t.Errorf("revoke -json: exit %d, backend %+v; want %d and %+v", code, rep.Backend, exitRedisOnly, want)
+		}
+	})
+
+	t.Run("bad backend URL connects nowhere", func(t *testing.T) {
+		l := listenCounting(t)
+		calls := be.Calls()
+		for _, u := range []string{"ftp://host", "http://user:pw@host", "http://"} {
+			code, stdout, stderr := runCmd(t, "revoke", "-redis", l.url(), "-backend", u, "dev-1")
+			if code != exitUsage || !strings.HasPrefix(stderr, "sessionctl revoke: -backend: backend: ") || strings.Count(stderr, "\n") != 1 || stdout != "" {
+				t.Errorf("revoke -backend %q: exit %d, stdout %q, stderr %q; want %d and one -backend line", u, code, stdout, stderr, exitUsage)
+			}
+			if strings.Contains(stderr, "pw") {
+				t.Errorf("revoke -backend %q: stderr shows the URL's password: %q", u, stderr)
+			}
+		}
+		if n := l.conns.Load(); n != 0 || be.Calls() != calls {
+			t.Errorf("a bad -backend opened %d Redis connections and made %d backend calls, want none", n, be.Calls()-calls)
+		}
+	})
+}
+
+// TestRevokeUserAsksBackend checks that revoke-user asks the backend about
+// every session it revoked and reports how many are still active there.
+func TestRevokeUserAsksBackend(t *testing.T) {
+	e := newTestEnv(t, rediscache.Options{})
+	be := newBackend(t)
+	t.Setenv(backendEnv, "")
+	var ids []string
+	for range 3 {
+		rec, _ := be.NewSession("u-7")
+		fillFrom(t, e.cache, rec)
+		ids = append(ids, rec.DeviceSessionID)
+	}
+	slices.Sort(ids)
+	be.Revoke(ids[0])
+
+	code, stdout, stderr := runCmd(t, "revoke-user", "-redis", e.url, "-backend", be.URL(), "u-7")
+	if code != exitRedisOnly {
+		t.Errorf("revoke-user with 2 sessions active at the backend: exit %d, want %d; stderr %q", code, exitRedisOnly, stderr)
+	}
+	wantOut := "backend: 2 of 3 revoked session(s) still active there (" + ids[1] + " " + ids[2] + "); 1 revoked, 0 not found, 0 not answered\n"
+	if !strings.Contains(stdout, wantOut) {
+		t.Errorf("revoke-user stdout does not contain %q:\n%s", wantOut, stdout)
+	}
+	wantErr := "sessionctl revoke-user: WARNING: the backend still answers active for 2 of the 3 revoked session(s) (" + ids[1] + " " + ids[2] + "): these revocations live only in Redis"
+	if !strings.HasPrefix(stderr, wantErr) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("revoke-user stderr %q, want one line starting %q", stderr, wantErr)
+	}
+	for _, id := range ids {
+		if n := be.CallsFor(id); n != 1 {
+			t.Errorf("the backend was asked about %s %d times, want once", id, n)
+		}
+	}
+
+	be.RevokeUser("u-7")
+	code, stdout, stderr = runCmd(t, "revoke-user", "-redis", e.url, "-backend", be.URL(), "u-7")
+	if code != exitOK || stderr != "" || !strings.Contains(stdout, "backend: 0 of 3 revoked session(s) still active there; 3 revoked, 0 not found, 0 not answered\n") {
+		t.Errorf("revoke-user after the backend revoked the user: exit %d, stderr %q, stdout:\n%s\nwant 0, nothing on stderr, 0 of 3 active", code, stderr, stdout)
+	}
+
+	code, _, stderr = runCmd(t, "revoke-user", "-redis", e.url, "u-7")
+	if code != exitOK || !strings.Contains(stderr, "note: no backend configured") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("revoke-user without a backend: exit %d, stderr %q; want 0 and one note line", code, stderr)
+	}
+}
+
+// TestRevokeHelpDocumentsBackend checks that revoke's and revoke-user's -h
+// document -backend, its environment variable and exit status 4.
+func TestRevokeHelpDocumentsBackend(t *testing.T) {
+	for _, name := range []string{"revoke", "revoke-user"} {
+		code, _, stderr := runCmd(t, name, "-h")
+		for _, want := range []string{"-backend", backendEnv, "4  revoked in Redis only: the backend still answers active"} {
+			if code != exitOK || !strings.Contains(stderr, want) {
+				t.Errorf("%s -h (exit %d) does not mention %q:\n%s", name, code, want, stderr)
+			}
+		}
+	}
+	_, _, stderr := runCmd(t)
+	if !strings.Contains(stderr, "4 revoked in Redis only: the backend still answers active") {
+		t.Errorf("sessionctl's usage does not list exit status 4:\n%s", stderr)
+	}
 }
