@@ -39,6 +39,7 @@ type storeState struct {
 	revokeErrors         atomic.Uint64
 	notReplicated        atomic.Uint64
 	irregular            atomic.Uint64
+	fallbacks            atomic.Uint64
 
 	// warned holds the session keys whose irregular hash was logged.
 	warned *lru.Cache[string, struct{}]
@@ -70,6 +71,9 @@ type Stats struct {
 	// revoked_at_ms), served as revoked; each key counts once while it is
 	// among the last 1,024 such keys.
 	Irregular uint64
+	// Fallbacks counts revocations Redis refused (OOM, READONLY) after
+	// which the records were deleted and an unnumbered message published.
+	Fallbacks uint64
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
@@ -81,6 +85,7 @@ func (c *Cache) Stats() Stats {
 		RevokeErrors:         c.store.revokeErrors.Load(),
 		NotReplicated:        c.store.notReplicated.Load(),
 		Irregular:            c.store.irregular.Load(),
+		Fallbacks:            c.store.fallbacks.Load(),
 	}
 }
 
@@ -390,12 +395,67 @@ func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidat
 	res, err := cmd.Int64Slice()
 	m, err := c.sessionRevoked(id, res, err)
 	if err != nil {
+		err = c.fallBack(ctx, err, []string{id}, session.Invalidation{SessionID: id})
 		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
 	}
 	if err := c.replicated(wait); err != nil {
 		return m, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
 	}
 	return m, nil
+}
+
+// isRefusal reports whether err is Redis refusing a command it received
+// (OOM under noeviction, READONLY after a failover, MISCONF, NOPERM), as
+// opposed to Redis not answering.
+func isRefusal(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr)
+}
+
+// fallBack runs after Redis refused a revocation script (err): with the
+// commands Redis runs even when it refuses writes for lack of memory, it
+// deletes the hashes of ids (an active record is then gone, and the next
+// lookup asks the backend, which knows) and publishes m without a sequence
+// number (replicas flip L1 at once). It returns err, noting what the
+// fallback did: the revocation is not in Redis, and the caller must retry
+// it until Redis holds it. Errors other than a refusal are returned as
+// they are.
+func (c *Cache) fallBack(ctx context.Context, err error, ids []string, m session.Invalidation) error {
+	if !isRefusal(err) {
+		return err
+	}
+	c.store.fallbacks.Add(1)
+	payload, merr := m.MarshalJSON()
+	if merr != nil {
+		return fmt.Errorf("%w (no fallback: %v)", err, merr)
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	pipe := c.rdb.Pipeline()
+	dels := make([]*redis.IntCmd, 0, len(ids))
+	for _, id := range ids {
+		if session.ValidateID(id) == nil {
+			dels = append(dels, pipe.Del(cctx, c.layout.SessionKey(id)))
+		}
+	}
+	pub := pipe.Publish(cctx, c.layout.Channel(), payload)
+	_, _ = pipe.Exec(cctx) // read per command below
+	deleted := 0
+	var ferr error
+	for _, d := range dels {
+		if d.Err() != nil {
+			ferr = d.Err()
+			continue
+		}
+		deleted++
+	}
+	if pub.Err() != nil {
+		ferr = pub.Err()
+	}
+	if ferr != nil {
+		return fmt.Errorf("%w (fallback: %d of %d records deleted; %v)", err, deleted, len(dels), ferr)
+	}
+	return fmt.Errorf("%w (fallback: %d records deleted, unnumbered message published; retry until Redis holds the revocation)", err, deleted)
 }
 
 // waitCmd queues WAIT WaitReplicas WaitTimeout on pipe.
@@ -485,6 +545,12 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalida
 	m, ids, err := c.userRevoked(userID, res, err)
 	if err != nil {
 		c.store.revokeErrors.Add(1)
+		if isRefusal(err) {
+			cctx, cancel := c.call(ctx)
+			ids, _ := c.rdb.SMembers(cctx, c.layout.UserSessionsKey(userID)).Result()
+			cancel()
+			err = c.fallBack(ctx, err, ids, session.Invalidation{UserID: userID})
+		}
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
 	}
 	// Not replicated: the sessions are revoked all the same, and the

@@ -78,7 +78,7 @@ func (c *Cache) load(ctx context.Context, id string) (session.Record, Tier, erro
 		if h := c.hooks.afterL2Read; h != nil {
 			h(id)
 		}
-		rec, _ = c.l1.Fill(tok, c.ownRevocations(rec, false))
+		rec = c.fillL1(ctx, tok, rec, false)
 		c.stats.l2Hits.Add(1)
 		return rec, TierL2, nil
 	case errors.Is(err, session.ErrNotFound):
@@ -187,16 +187,26 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.l2Errors.Add(1)
 		c.opts.Logger.Debug("session L2 fill failed", "id", session.Redact(id), "err", err)
 	}
-	rec, cached := c.l1.Fill(tok, c.ownRevocations(rec, fresh))
-	if !cached && rec.Status == session.StatusActive {
-		// Redis reported a change of the key since tok, most often this
-		// very fill's write: cache what Redis holds now.
-		again := c.l1.Begin()
-		if now, err := c.l2.Get(ctx, id); err == nil {
-			rec, _ = c.l1.Fill(again, c.ownRevocations(now, fresh))
-		}
-	}
+	rec = c.fillL1(ctx, tok, rec, fresh)
 	return flight{rec: rec, tok: tok, fresh: fresh}, nil
+}
+
+// fillL1 stores rec, read from L2 or the backend after tok was taken, in
+// L1, and returns what the lookup answers. When L1 refuses an active record
+// because Redis reported a change of its key since tok (often a fill's own
+// write, or another replica's), the key is read from Redis once more and
+// that is cached instead, so that a replica's fills do not leave its own
+// or its peers' lookups uncached.
+func (c *Cache) fillL1(ctx context.Context, tok localcache.Token, rec session.Record, fresh bool) session.Record {
+	got, cached := c.l1.Fill(tok, c.ownRevocations(rec, fresh))
+	if cached || got.Status != session.StatusActive {
+		return got
+	}
+	again := c.l1.Begin()
+	if now, err := c.l2.Get(ctx, rec.DeviceSessionID); err == nil {
+		got, _ = c.l1.Fill(again, c.ownRevocations(now, fresh))
+	}
+	return got
 }
 
 // askAgain repeats a backend call whose answer a revocation may have

@@ -11,16 +11,31 @@ import (
 // outstanding or has failed.
 const maxPending = 65536
 
-// pending remembers this replica's own revocations until Redis holds them.
-// Between the L1 flip and the Redis write, L2 may still say "active" for a
-// session L1 did not hold; a lookup in that window must not cache or serve
-// that answer. Only misses consult it, and only while it is non-empty.
+// pending remembers this replica's own revocations until Redis holds them:
+// it is what the revocation worker retries, and what Stats reports as
+// RevocationsOwed. Between the L1 flip and the Redis write, L2 may still say
+// "active" for a session L1 did not hold; a lookup in that window must not
+// cache or serve that answer. Only misses consult it, and only while it is
+// non-empty.
 type pending struct {
 	n atomic.Int64 // len(ids) + len(users), read without the lock
 
 	mu    sync.Mutex       // guards ids and users
 	ids   map[string]int64 // session id -> revocation time (Unix ms)
 	users map[string]int64 // user id -> revocation time (Unix ms)
+}
+
+// snapshot returns the session and user ids owed.
+func (p *pending) snapshot() (ids, users []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.ids {
+		ids = append(ids, id)
+	}
+	for u := range p.users {
+		users = append(users, u)
+	}
+	return ids, users
 }
 
 func newPending() *pending {

@@ -2,25 +2,26 @@ package tiered
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
 // MarkRevoked revokes a device session: L1 at once, then Redis (write and
-// publish) from a background worker that retries. Failures are counted
-// (Stats.RevokeFailures) and logged. An invalid id is counted and ignored.
+// publish) from a background worker that retries until Redis holds it or
+// the Cache closes (see Options.RevokeRetryFor). An invalid id is counted
+// and ignored.
 func (c *Cache) MarkRevoked(id string) {
 	if err := session.ValidateID(id); err != nil {
 		c.stats.invalidIDs.Add(1)
 		c.opts.Logger.Warn("MarkRevoked: invalid session id", "err", err)
 		return
 	}
-	at := c.nowMS()
-	c.revokeLocal(id, at)
-	c.pending.add(id, "", at)
-	c.enqueue(revokeJob{id: id})
+	c.owe(revokeJob{id: id})
 }
 
 // MarkAllRevokedForUser revokes every session of a user: L1 at once, then
@@ -31,33 +32,36 @@ func (c *Cache) MarkAllRevokedForUser(userID string) {
 		c.opts.Logger.Warn("MarkAllRevokedForUser: invalid user id", "err", err)
 		return
 	}
-	at := c.nowMS()
-	c.l1.RevokeUser(userID, at)
-	c.pending.add("", userID, at)
-	c.enqueue(revokeJob{userID: userID})
+	c.owe(revokeJob{userID: userID})
 }
 
 // Revoke revokes a device session in L1 and then writes and publishes the
-// revocation in Redis, returning the error of that write.
+// revocation in Redis, returning the error of that write. A failed write
+// is owed and retried by the background worker, as after MarkRevoked.
 func (c *Cache) Revoke(ctx context.Context, id string) error {
 	if err := session.ValidateID(id); err != nil {
 		return err
 	}
 	at := c.nowMS()
 	c.revokeLocal(id, at)
-	c.pending.add(id, "", at)
+	if !c.pending.add(id, "", at) {
+		c.stats.revokeOwedFull.Add(1)
+	}
 	return c.writeSync(ctx, revokeJob{id: id})
 }
 
 // RevokeUser revokes every session of a user in L1 and then in Redis,
-// returning the error of the Redis write.
+// returning the error of the Redis write; a failed write is retried in
+// the background.
 func (c *Cache) RevokeUser(ctx context.Context, userID string) error {
 	if err := session.ValidateUserID(userID); err != nil {
 		return err
 	}
 	at := c.nowMS()
 	c.l1.RevokeUser(userID, at)
-	c.pending.add("", userID, at)
+	if !c.pending.add("", userID, at) {
+		c.stats.revokeOwedFull.Add(1)
+	}
 	return c.writeSync(ctx, revokeJob{userID: userID})
 }
 
@@ -68,80 +72,133 @@ func (c *Cache) revokeLocal(id string, atMS int64) {
 
 func (c *Cache) nowMS() int64 { return c.opts.Now().UnixMilli() }
 
-// writeSync is the one attempt of Revoke and RevokeUser; a failure is
-// counted and returned to the caller.
+// owe flips L1 and hands the Redis write to the worker. When the owed set
+// is full, the write is made here, once, instead.
+func (c *Cache) owe(j revokeJob) {
+	at := c.nowMS()
+	if j.userID != "" {
+		c.l1.RevokeUser(j.userID, at)
+	} else {
+		c.revokeLocal(j.id, at)
+	}
+	if !c.pending.add(j.id, j.userID, at) {
+		c.stats.revokeOwedFull.Add(1)
+		_ = c.writeSync(c.ctx, j)
+		return
+	}
+	c.wake()
+}
+
+// wake makes the worker try what is owed.
+func (c *Cache) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// writeSync is the one attempt of Revoke and RevokeUser; on failure the
+// worker retries it.
 func (c *Cache) writeSync(ctx context.Context, j revokeJob) error {
 	err := c.writeRevocation(ctx, j)
 	if err != nil {
-		c.stats.revokeFailures.Add(1)
+		c.stats.revokeRetries.Add(1)
+		c.wake()
 	}
 	return err
 }
 
-// enqueue hands a revocation to the worker. When the queue is full the
-// revocation is written synchronously rather than dropped.
-func (c *Cache) enqueue(j revokeJob) {
-	select {
-	case c.revokes <- j:
-		return
-	case <-c.ctx.Done():
-		c.stats.revokeFailures.Add(1)
-		return
-	default:
-	}
-	c.stats.revokeQueueFull.Add(1)
-	_ = c.writeSync(c.ctx, j)
-}
-
+// revokeWorker writes the revocations this replica owes Redis (pending),
+// each until Redis holds it: at every wake-up it tries them all, and while
+// any fails it tries again after a backoff growing from 50 ms to 2 s. A
+// revocation still failing RevokeRetryFor after it was first tried is
+// counted in RevokeFailures and logged at ERROR, once, and retried all the
+// same: while it fails, Redis may hold the session active (Redis refusing
+// writes for lack of memory is the usual cause; see rediscache's fallback,
+// which deletes the record meanwhile). What is still owed at Close is
+// counted as failed.
 func (c *Cache) revokeWorker() {
+	backoff := time.Duration(0)
+	failing := map[revokeJob]time.Time{} // first failure of each failing job
+	reported := map[revokeJob]bool{}
 	for {
+		var retry <-chan time.Time
+		var t *time.Timer
+		if backoff > 0 {
+			t = time.NewTimer(backoff)
+			retry = t.C
+		}
 		select {
 		case <-c.ctx.Done():
-			for {
-				select {
-				case <-c.revokes:
-					c.stats.revokeFailures.Add(1)
-				default:
-					return
-				}
+			if t != nil {
+				t.Stop()
 			}
-		case j := <-c.revokes:
-			c.retryRevocation(j)
+			c.stats.revokeFailures.Add(c.pending.n.Load())
+			return
+		case <-c.kick:
+			if t != nil {
+				t.Stop()
+			}
+		case <-retry:
+		}
+		ids, users := c.pending.snapshot()
+		jobs := make([]revokeJob, 0, len(ids)+len(users))
+		for _, u := range users {
+			jobs = append(jobs, revokeJob{userID: u})
+		}
+		for _, id := range ids {
+			jobs = append(jobs, revokeJob{id: id})
+		}
+		failed := false
+		var unreachable error // once Redis does not answer, the rest wait
+		for _, j := range jobs {
+			err := unreachable
+			if err == nil {
+				err = c.writeRevocation(c.ctx, j)
+			}
+			if err == nil {
+				delete(failing, j)
+				delete(reported, j)
+				continue
+			}
+			failed = true
+			if c.ctx.Err() != nil {
+				break
+			}
+			if unreachable == nil {
+				c.stats.revokeRetries.Add(1)
+			}
+			first, ok := failing[j]
+			if !ok {
+				failing[j], first = c.opts.Now(), c.opts.Now()
+			}
+			if !reported[j] && c.opts.Now().Sub(first) >= c.opts.RevokeRetryFor {
+				reported[j] = true
+				c.stats.revokeFailures.Add(1)
+				c.opts.Logger.Error("revocation not written to Redis yet; retrying until it is",
+					"id", session.Redact(j.id), "user", session.Redact(j.userID),
+					"failing_for", c.opts.Now().Sub(first).String(), "err", err)
+			}
+			if !isRefusal(err) {
+				unreachable = err
+			}
+		}
+		if failed {
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+		} else {
+			backoff = 0
 		}
 	}
 }
 
-// retryRevocation attempts a revocation until it succeeds, RevokeRetryFor
-// has passed, or the Cache closes, with exponential backoff from 50 ms
-// capped at 2 s. Only a revocation given up for good counts as a failure.
-func (c *Cache) retryRevocation(j revokeJob) {
-	deadline := c.opts.Now().Add(c.opts.RevokeRetryFor)
-	backoff := 50 * time.Millisecond
-	for try := 1; ; try++ {
-		err := c.writeRevocation(c.ctx, j)
-		if err == nil {
-			return
-		}
-		if c.opts.Now().Add(backoff).After(deadline) {
-			c.stats.revokeFailures.Add(1)
-			c.opts.Logger.Error("revocation not written to Redis; other replicas rely on their L1 TTL",
-				"id", session.Redact(j.id), "user", session.Redact(j.userID), "tries", try, "err", err)
-			return
-		}
-		c.stats.revokeRetries.Add(1)
-		t := time.NewTimer(backoff)
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
-			c.stats.revokeFailures.Add(1)
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+// isRefusal reports whether Redis answered err (it refused the write) as
+// opposed to not answering.
+func isRefusal(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr)
 }
 
-// writeRevocation makes one attempt.
+// writeRevocation makes one attempt and, on success, forgets the debt.
 func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	var err error
 	if j.userID != "" {

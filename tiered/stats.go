@@ -21,9 +21,9 @@ type Stats struct {
 	InvalidIDs    int64 // ids rejected before any I/O
 
 	RevocationsPublished int64 // revocations written and published in Redis
-	RevokeRetries        int64 // background revocation attempts retried
-	RevokeFailures       int64 // revocations that could not be written
-	RevokeQueueFull      int64 // background revocations written inline because the queue was full
+	RevokeRetries        int64 // failed attempts to write a revocation (each is retried)
+	RevokeFailures       int64 // revocations still failing after RevokeRetryFor, or owed at Close
+	RevokeOwedFull       int64 // revocations written once, inline, because 65,536 were owed already
 
 	InvalidationsApplied int64 // messages (and replayed entries) applied to L1
 	ChannelLost          int64 // times the invalidation channel was found unhealthy
@@ -65,7 +65,7 @@ func (c *Cache) Stats() Stats {
 		RevocationsPublished: s.revocationsPublished.Load(),
 		RevokeRetries:        s.revokeRetries.Load(),
 		RevokeFailures:       s.revokeFailures.Load(),
-		RevokeQueueFull:      s.revokeQueueFull.Load(),
+		RevokeOwedFull:       s.revokeOwedFull.Load(),
 		InvalidationsApplied: s.invalidationsApplied.Load(),
 		ChannelLost:          s.channelLost.Load(),
 		Resyncs:              s.resyncs.Load(),
@@ -87,7 +87,7 @@ type counters struct {
 	backendCalls, backendErrors, notFound               atomic.Int64
 	fillsRefused, fillsSkipped, invalidIDs              atomic.Int64
 	revocationsPublished, revokeRetries, revokeFailures atomic.Int64
-	revokeQueueFull, invalidationsApplied, channelLost  atomic.Int64
+	revokeOwedFull, invalidationsApplied, channelLost   atomic.Int64
 	resyncs, resyncDrops, keysChanged, handRevocations  atomic.Int64
 	fanout                                              histogram
 }

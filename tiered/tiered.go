@@ -57,7 +57,6 @@ const (
 	DefaultNegativeSize   = 10000
 	DefaultStaleBound     = time.Second
 	DefaultFetchTimeout   = 3 * time.Second
-	DefaultRevokeQueue    = 4096
 	DefaultRevokeRetryFor = 2 * time.Minute
 )
 
@@ -99,14 +98,15 @@ type Options struct {
 	// Subscriber configures the subscriber. Its OnInvalidation and OnEvent
 	// must be nil: the Cache sets them.
 	Subscriber rediscache.SubscriberOptions
-	// RevokeQueue is the capacity of the background revocation queue used
-	// by MarkRevoked and MarkAllRevokedForUser. Default DefaultRevokeQueue.
-	RevokeQueue int
-	// RevokeRetryFor is how long a background revocation (MarkRevoked,
-	// MarkAllRevokedForUser) is retried, with backoff from 50 ms to 2 s,
-	// before it is counted as failed. It must outlast a Redis failover
+	// RevokeRetryFor is how long a revocation this replica owes Redis
+	// (MarkRevoked, MarkAllRevokedForUser, a failed Revoke) may keep
+	// failing before it is counted in Stats.RevokeFailures and logged at
+	// ERROR. It is retried all the same, with backoff from 50 ms to 2 s,
+	// until Redis holds it or the Cache closes: while it fails, Redis may
+	// still hold the session active. Set it above a Redis failover
 	// (Sentinel's down-after-milliseconds or cluster-node-timeout plus a
-	// few seconds). Default DefaultRevokeRetryFor.
+	// few seconds), so that a failover does not page. Default
+	// DefaultRevokeRetryFor.
 	RevokeRetryFor time.Duration
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
@@ -140,9 +140,6 @@ func (o *Options) setDefaults() error {
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = DefaultFetchTimeout
 	}
-	if o.RevokeQueue == 0 {
-		o.RevokeQueue = DefaultRevokeQueue
-	}
 	if o.RevokeRetryFor == 0 {
 		o.RevokeRetryFor = DefaultRevokeRetryFor
 	}
@@ -164,8 +161,6 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("tiered: negative StaleBound %v", o.StaleBound)
 	case o.FetchTimeout < 0:
 		return fmt.Errorf("tiered: negative FetchTimeout %v", o.FetchTimeout)
-	case o.RevokeQueue < 0:
-		return fmt.Errorf("tiered: negative RevokeQueue %d", o.RevokeQueue)
 	case o.RevokeRetryFor < 0:
 		return fmt.Errorf("tiered: negative RevokeRetryFor %v", o.RevokeRetryFor)
 	}
@@ -216,7 +211,7 @@ type Cache struct {
 	synced         chan struct{} // closed at the first sync
 	syncOnce       sync.Once
 
-	revokes   chan revokeJob
+	kick      chan struct{}   // wakes the revocation worker
 	ctx       context.Context // ends at Close; owned by the Cache's goroutines
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -272,7 +267,7 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 		hooks:   hooks,
 		pending: newPending(),
 		synced:  make(chan struct{}),
-		revokes: make(chan revokeJob, opts.RevokeQueue),
+		kick:    make(chan struct{}, 1),
 	}
 	c.unhealthySince.Store(opts.Now().UnixNano())
 	subOpts := opts.Subscriber
