@@ -198,6 +198,31 @@ func runSessionctlSuite(t *testing.T, d deployment) {
 		}
 	})
 
+	t.Run("doctor", func(t *testing.T) {
+		// The test servers run without persistence: that check fails,
+		// the others pass on every node.
+		code, lines := doctorLines(t, cmd("doctor", "-expect-replicas", "1")[1:]...)
+		if code != exitFailure {
+			t.Errorf("doctor: exit %d, want %d (no persistence)", code, exitFailure)
+		}
+		every := ""
+		if d.masters > 1 {
+			every = fmt.Sprintf(" (every node, %d)", d.masters)
+		}
+		for name, want := range map[string]string{
+			"maxmemory-policy": "ok maxmemory-policy: noeviction",
+			"persistence":      "FAIL persistence: none",
+			"tracking":         "ok tracking: ",
+			"acl":              "ok acl: user default may run",
+			"subscribers":      "ok subscribers: 1 subscriber(s) on session_invalidation, 1 expected; connections in subscriber mode (any channel): ",
+		} {
+			if line := lines[name]; !strings.HasPrefix(line, want) || name != "subscribers" && !strings.Contains(line, every) ||
+				name == "subscribers" && !strings.Contains(line, watchClientName) {
+				t.Errorf("doctor's %s line is %q, want it to start %q and hold %q", name, line, want, every)
+			}
+		}
+	})
+
 	t.Run("watch", func(t *testing.T) {
 		if err := d.rdb.Publish(ctx, l.Channel(), `{"session":"hand-1"}`).Err(); err != nil {
 			t.Fatal(err)
