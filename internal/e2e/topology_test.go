@@ -20,6 +20,7 @@ import (
 
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/signing"
+	"github.com/galaxy-game/sessioncache/internal/toxitest"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -54,14 +55,25 @@ type topology struct {
 	backendURL string
 	backend    *proc
 	gateways   []gatewayProc
-	requests   atomic.Uint64 // makes every signed request unique (no replays)
+	// proxies holds the proxy between replica i and Redis, for the
+	// replicas topologyOptions.proxied names.
+	proxies  map[int]*toxitest.Proxy
+	requests atomic.Uint64 // makes every signed request unique (no replays)
+}
+
+// topologyOptions varies the topology for one test; the zero value is
+// docker-compose.yml's.
+type topologyOptions struct {
+	// proxied lists replicas (0-based) that reach Redis through a
+	// toxiproxy proxy of their own (topology.proxies), for network faults.
+	proxied []int
 }
 
 // startTopology builds the commands and starts redis-server, the backend
 // and the gateways, returning once every gateway's /healthz answers 200.
-func startTopology(t *testing.T) *topology {
+func startTopology(t *testing.T, opts topologyOptions) *topology {
 	t.Helper()
-	tp := &topology{redisCLI: redistest.Binary(t, "redis-cli")}
+	tp := &topology{redisCLI: redistest.Binary(t, "redis-cli"), proxies: map[int]*toxitest.Proxy{}}
 	redistest.Binary(t, "redis-server")
 	tp.binDir = t.TempDir()
 	tp.bins = buildCommands(t, tp.binDir)
@@ -82,9 +94,13 @@ func startTopology(t *testing.T) *topology {
 	// Any answer from the session endpoint means the backend serves.
 	waitHTTP(t, tp.client, tp.backend, tp.backendURL+"/api/v1/internal/sessions/e2e-probe", http.StatusNotFound)
 
-	redisURL := "redis://" + tp.redis.Addr
 	for i := range replicas {
 		name := fmt.Sprintf("gateway-%d", i+1)
+		redisURL := "redis://" + tp.redis.Addr
+		if slices.Contains(opts.proxied, i) {
+			tp.proxies[i] = toxitest.Start(t, tp.redis.Addr)
+			redisURL = "redis://" + tp.proxies[i].Addr()
+		}
 		p := startProc(t, name, tp.bins.gatewayd, "-listen", addrs[i], "-redis", redisURL,
 			"-backend", tp.backendURL, "-push-token", pushToken, "-name", name)
 		tp.gateways = append(tp.gateways, gatewayProc{name: name, url: urls[i], proc: p})
@@ -381,7 +397,7 @@ func wantRevokedAt(t *testing.T, id string, f map[string]string, from, to int64)
 // processes and run in order; each depends on the ones before.
 func TestComposeTopology(t *testing.T) {
 	began := time.Now()
-	tp := startTopology(t)
+	tp := startTopology(t, topologyOptions{})
 	t.Logf("topology up (build and start) in %v", time.Since(began).Round(time.Millisecond))
 
 	var alice []testSession
