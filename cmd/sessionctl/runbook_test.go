@@ -366,6 +366,7 @@ func TestRunbook(t *testing.T) {
 	sections := map[string]map[string]string{
 		"Revoke a session or a user": {"<id>": "dev-ctl", "<uid>": "u-3"},
 		"Revoke by hand":             {"<uid>": "u-2"},
+		"Check the deployment":       {"<n>": "3"},
 		"Redis Cluster": {"<id>": "dev-c1", "<uid>": "u-c2",
 			"<k>": strconv.Itoa(r.clib.Layout().Stripe("dev-c1")), "<j>": strconv.Itoa(r.clib.Layout().Stripe("u-c2"))},
 		"Key prefix": {"<id>": "dev-p1"},
@@ -397,6 +398,29 @@ func TestRunbook(t *testing.T) {
 	type check func(c runbookCmd, line string, v map[string]string)
 	var checks map[string]check // a check may run other commands' checks
 	checks = map[string]check{
+		"sessionctl doctor -expect-replicas <n>": func(c runbookCmd, line string, v map[string]string) {
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			code := r.ctl(dctx, line, &stdout, &stderr)
+			// The test server runs without persistence: doctor says so
+			// and exits 1; every other check passes (the seq and log keys
+			// may not exist yet).
+			if code != exitFailure || stderr.Len() > 0 {
+				t.Errorf("%s: exit %d, stderr %q; want %d (no persistence) and nothing on stderr", line, code, stderr.String(), exitFailure)
+			}
+			for _, want := range []string{
+				"ok maxmemory-policy: noeviction",
+				"FAIL persistence: none",
+				"ok tracking: ",
+				"ok acl: user default may run",
+				"ok subscribers: 3 subscriber(s) on session_invalidation, 3 expected; connections in subscriber mode (any channel): gatewayd-1, gatewayd-2, gatewayd-3\n",
+			} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("%s printed:\n%s\nwant %q", line, stdout.String(), want)
+				}
+			}
+		},
 		"redis-cli HGETALL session:<id>": func(c runbookCmd, line string, v map[string]string) {
 			r.hashMatches(line, r.cliOut(line), r.lib, v["<id>"])
 		},
