@@ -34,9 +34,9 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 const defaultTimeout = 2 * time.Second
 
 // redisFlags are the flags shared by the incident commands (inspect, revoke,
-// revoke-user, watch, stats): how to reach Redis, and the library options
-// that decide key names and what a revocation writes. They must match the
-// fleet's rediscache.Options.
+// revoke-user, watch, stats, doctor): how to reach Redis, and the library
+// options that decide key names and what a revocation writes. They must
+// match the fleet's rediscache.Options.
 type redisFlags struct {
 	conn       redisconn.Config
 	prefix     string

@@ -185,7 +185,8 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
   maxmemory-policy  noeviction is safe. Every key the cache writes carries a
                     TTL, so volatile-* evicts session records, seq and log
-                    keys as readily as allkeys-*: revoked records vanish.
+                    keys as readily as allkeys-*: a revoked record can
+                    vanish.
   persistence       AOF (appendonly yes) or RDB (save): without either, a
                     restart loses every revocation made only in Redis.
   tracking          CLIENT TRACKING, by which replicas learn of hand edits,
