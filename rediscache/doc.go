@@ -9,7 +9,9 @@
 // Get (and Lookup, its session.Cache name) returns the record Redis holds:
 // a revoked record with a nil error, an error wrapping session.ErrNotFound
 // when there is none, and an error (never a record) when the hash fails
-// DecodeHash or Redis cannot be reached. Fill stores a record fetched from
+// DecodeHash or Redis cannot be reached. DecodeHash fails closed on hand
+// edits: only a status of exactly "active" (without revoked_at_ms) is
+// active; any other status, none, or a bad revoked_at_ms is revoked. Fill stores a record fetched from
 // the backend; RevokeSession and RevokeUser revoke and publish. An invalid
 // session or user id is rejected with an error wrapping
 // session.ErrInvalidID before any key is built, so it costs no Redis
@@ -17,7 +19,8 @@
 // caller's context. Errors and log lines carry ids only through
 // session.Redact.
 //
-// Revocation is one-way in Redis: no script writes "active" over "revoked".
+// Revocation is one-way in Redis: no script writes "active" over a hash
+// DecodeHash reads as revoked.
 // A revoked record keeps its earliest revoked_at_ms and lives at least
 // Options.SessionTTL. Revoking a session Redis does not hold writes a
 // tombstone (status revoked, no user_id or key), which a later fill
@@ -72,6 +75,18 @@
 // L1 "active" entries. A sequence gap in live traffic
 // is replayed the same way.
 //
+// Changes to session keys that no message announces (an operator's HSET or
+// DEL, expiry, eviction, FLUSHDB) reach the subscriber through Redis's
+// server-assisted invalidation: each subscriber connection runs CLIENT
+// TRACKING ON REDIRECT <itself> BCAST PREFIX <prefix>session: before it
+// subscribes, and passes the ids of changed keys to OnKeysChanged. On a
+// cluster, one tracker connection per master does the same. Nothing can
+// replay what a lost tracking connection missed, so with tracking every
+// resync after a loss drops the active L1 entries; a flush is such a loss.
+// A Redis that refuses CLIENT TRACKING (miniredis, an ACL without it) is
+// logged once, reported in SubscriberStats.Tracking, and the subscriber
+// runs on the channel alone.
+//
 // # Concurrency
 //
 // A Cache is safe for concurrent use; it holds no lock, and only a
@@ -83,6 +98,12 @@
 // revokes; a fill indexed after it sees the marker and is refused with
 // ErrFillRefused. That holds provided the caller starts Fill within
 // FillWindow/2 − CallTimeout of starting the backend fetch (see Cache.Fill).
+//
+// When Redis refuses a revocation script (OOM under noeviction, READONLY
+// after a failover), RevokeSession and RevokeUser fall back to what Redis
+// still runs: DEL of the session hashes (a lookup then asks the backend,
+// which knows) and PUBLISH of an unnumbered message; they return the error
+// all the same, and the caller retries until Redis holds the revocation.
 //
 // A RevokeUser that fails part-way has published the user message and set
 // the marker but may have left some sessions active in Redis; it returns an

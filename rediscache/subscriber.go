@@ -345,7 +345,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		defer client.Close()
 	}
 	n := s.c.layout.Stripes()
-	r := &runState{s: s, client: client, last: make([]uint64, n), lastAt: make([]int64, n)}
+	r := &runState{s: s, client: client, own: own, last: make([]uint64, n), lastAt: make([]int64, n)}
 	reason := ReasonStart
 	var delay time.Duration
 	for {
@@ -461,6 +461,10 @@ func (s *Subscriber) track(ctx context.Context, cn *redis.Conn) error {
 type runState struct {
 	s      *Subscriber
 	client redis.UniversalClient
+	own    bool // client is Run's own copy (see ownClient)
+	// trackers are the cluster's tracker connections of the current
+	// channel connection, or nil.
+	trackers *trackers
 	// tracked reports that a connection of this Run had tracking on:
 	// after its loss, changes Redis reported to nobody may have been
 	// missed, and no log replays them, so every sync drops L1's actives.
@@ -497,7 +501,10 @@ type runState struct {
 // reports the loss (EventLost), closes the connection and returns the
 // reason, with the time of the connection's first sync (zero if none).
 func (r *runState) connect(ctx context.Context, reason string) (lost string, syncedAt time.Time) {
-	ctx = context.WithValue(ctx, subscriberKey{}, true)
+	if _, cluster := r.client.(*redis.ClusterClient); !cluster || !r.own {
+		// On a cluster the trackers track (see tracker.go).
+		ctx = context.WithValue(ctx, subscriberKey{}, true)
+	}
 	ps := r.client.Subscribe(ctx) // no channel yet: no I/O
 	closed := make(chan struct{})
 	// Cancelling ctx closes the connection, which ends a blocked receive.
@@ -525,6 +532,18 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 	s := r.s
 	channel := s.c.layout.Channel()
 	deadline := time.Now().Add(s.setup)
+	if cc, ok := r.client.(*redis.ClusterClient); ok && r.own && !s.st.trackingRefused.Load() {
+		tr, err := r.startTrackers(ctx, cc, deadline, func() { _ = ps.Close() })
+		if err != nil {
+			return ReasonError, err
+		}
+		if tr != nil {
+			defer tr.stop()
+			r.trackers = tr
+		}
+	} else {
+		r.trackers = nil
+	}
 	if err := r.subscribe(ctx, ps, deadline); err != nil {
 		return ReasonError, err
 	}
@@ -541,9 +560,14 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		msg, err := ps.ReceiveTimeout(rctx, wait)
 		cancel()
 		if err != nil && !isTimeout(err) {
+			if r.trackers != nil {
+				if lerr := r.trackers.loss(); lerr != nil {
+					return trackerReason(lerr), lerr
+				}
+			}
 			if err.Error() == errFlushed {
 				s.st.flushes.Add(1)
-				return ReasonFlush, errors.New("rediscache: Redis was flushed")
+				return ReasonFlush, errors.New(errRedisFlushed)
 			}
 			// go-redis reconnects by itself after this error; the
 			// caller closes that connection and starts its own.

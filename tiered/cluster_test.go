@@ -43,6 +43,9 @@ func TestCluster(t *testing.T) {
 	t.Run("KilledSubscriberReplays", func(t *testing.T) {
 		scaleKilledSubscriber(t, newScaleEnv(t, topo), 5)
 	})
+	t.Run("HandEdits", func(t *testing.T) {
+		scaleHandEdits(t, newScaleEnv(t, topo))
+	})
 	t.Run("FanoutPublishVsSpublish", func(t *testing.T) {
 		fanoutPublishVsSpublish(t, cluster, topo)
 	})

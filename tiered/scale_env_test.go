@@ -693,3 +693,53 @@ func scaleFailover(t *testing.T, e *scaleEnv, onVictim func(key string) bool, ki
 	e.backend.SetFault(backendtest.Fault{})
 	return res
 }
+
+// scaleHandEdits checks that hand edits made with redis-cli (-c on a
+// cluster) reach the L1 of every replica through tracking, wherever the
+// session's key lives: a hand HSET status revoked flips L1 to revoked, a
+// DEL drops an active entry. Twelve sessions spread the keys over the
+// stripes, and so over every master of a cluster.
+func scaleHandEdits(t *testing.T, e *scaleEnv) {
+	rs := e.replicas(t, "r", 3)
+	for _, r := range rs {
+		if !r.Stats().Tracking {
+			t.Fatalf("replica %s: Stats().Tracking = false, want true", r.name)
+		}
+	}
+	var revoked, deleted []string
+	for i := range 12 {
+		rec, _ := e.backend.NewSession("user-hand")
+		for _, r := range rs {
+			if got, err := r.Lookup(ctx, rec.DeviceSessionID); err != nil || got.Status != session.StatusActive {
+				t.Fatalf("replica %s: Lookup = %+v, %v; want active", r.name, got, err)
+			}
+		}
+		key := e.layout.SessionKey(rec.DeviceSessionID)
+		if i%2 == 0 {
+			e.redisCLI(t, "HSET", key, "status", "revoked")
+			revoked = append(revoked, rec.DeviceSessionID)
+		} else {
+			e.redisCLI(t, "DEL", key)
+			deleted = append(deleted, rec.DeviceSessionID)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for _, r := range rs {
+		for _, id := range revoked {
+			for rec, ok := r.l1.Peek(id); !ok || rec.Status != session.StatusRevoked; rec, ok = r.l1.Peek(id) {
+				if time.Now().After(deadline) {
+					t.Fatalf("replica %s: L1 holds %+v (%v) after a hand HSET status revoked, want revoked", r.name, rec, ok)
+				}
+				time.Sleep(time.Millisecond) // polling L1, whose change has no hook
+			}
+		}
+		for _, id := range deleted {
+			for rec, ok := r.l1.Peek(id); ok && rec.Status == session.StatusActive; rec, ok = r.l1.Peek(id) {
+				if time.Now().After(deadline) {
+					t.Fatalf("replica %s: L1 still holds %+v after DEL, want no active entry", r.name, rec)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+}

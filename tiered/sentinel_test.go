@@ -35,6 +35,9 @@ func TestSentinel(t *testing.T) {
 	t.Run("KilledSubscriberReplays", func(t *testing.T) {
 		scaleKilledSubscriber(t, newScaleEnv(t, topo), 5)
 	})
+	t.Run("HandEdits", func(t *testing.T) {
+		scaleHandEdits(t, newScaleEnv(t, topo))
+	})
 	t.Run("PrimaryFailover", func(t *testing.T) {
 		e := newScaleEnv(t, topo)
 		primary := sg.Primary()
@@ -61,5 +64,8 @@ func TestSentinel(t *testing.T) {
 		if bound := 20 * time.Second; res.recovery > bound {
 			t.Fatalf("lookups recovered %v after the kill, want within %v", res.recovery, bound)
 		}
+	})
+	t.Run("HandEditsAfterFailover", func(t *testing.T) {
+		scaleHandEdits(t, newScaleEnv(t, topo))
 	})
 }
