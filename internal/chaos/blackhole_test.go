@@ -64,7 +64,8 @@ func staleAnswers(lookups []Lookup, revoked map[string]time.Time, bound time.Dur
 // must resync by replay once the blackhole lifts, and no lookup beginning
 // more than the staleness bound after a revocation may be answered active.
 func TestSilentBlackhole(t *testing.T) {
-	cfg := Config{Replicas: 2, Heartbeat: 250 * time.Millisecond} // timeout 750 ms
+	// Untracked: the resync must replay; with tracking it also drops.
+	cfg := Config{Replicas: 2, Heartbeat: 250 * time.Millisecond, Untracked: true} // timeout 750 ms
 	env := NewEnv(t, cfg)
 	cfg = env.Config
 	a, b := env.Replicas[0], env.Replicas[1]

@@ -77,6 +77,12 @@ type Config struct {
 	// restarted empty from an intact log, so its resync drops L1's active
 	// entries instead of replaying.
 	Cold bool
+	// Untracked gives the replicas' subscribers no server-assisted
+	// invalidation (no CLIENT TRACKING), as on a Redis that refuses it:
+	// only the channel and its log carry revocations, and a resync
+	// replays instead of dropping L1's actives. For tests of the replay
+	// path.
+	Untracked bool
 }
 
 func (c *Config) setDefaults() {
@@ -184,6 +190,36 @@ func (e *Env) Restart() {
 	e.checkServer()
 }
 
+// SetOOM makes Redis refuse writes for lack of memory, as a full Redis
+// under noeviction does (on: maxmemory 64 KB below used_memory), or lifts
+// that (off: maxmemory 0). Errors are logged: a restart may be under way,
+// and a restarted server has no limit.
+func (e *Env) SetOOM(on bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	limit := "0"
+	if on {
+		used, err := e.Admin.Info(ctx, "memory").Result()
+		if err != nil {
+			e.tb.Logf("chaos: INFO memory: %v", err)
+			return
+		}
+		for line := range strings.Lines(used) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				limit = strconv.FormatInt(max(n-64<<10, 1), 10)
+			}
+		}
+	}
+	if err := e.Admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		e.tb.Logf("chaos: CONFIG SET maxmemory-policy: %v", err)
+		return
+	}
+	if err := e.Admin.ConfigSet(ctx, "maxmemory", limit).Err(); err != nil {
+		e.tb.Logf("chaos: CONFIG SET maxmemory: %v", err)
+	}
+}
+
 // checkServer fails the test unless the server on e.Redis.Addr is the one
 // started for this Env (its working directory is ours).
 func (e *Env) checkServer() {
@@ -257,7 +293,12 @@ func (e *Env) newReplica(name string) *Replica {
 		}
 		fetcher = r.Guard
 	}
-	sub := rediscache.SubscriberOptions{Name: name, Logger: slog.New(r.Events.Handler())}
+	sub := rediscache.SubscriberOptions{Name: name, Client: subClient, Logger: slog.New(r.Events.Handler())}
+	if cfg.Untracked {
+		// A client of a type the subscriber cannot copy options from:
+		// it subscribes through it as it is, without tracking.
+		sub.Client = splitClient{Client: subClient, sub: subClient}
+	}
 	if cfg.Heartbeat < 0 {
 		sub.HeartbeatInterval = -1
 	} else {

@@ -67,9 +67,23 @@ const (
 	// a session outside the history is revoked, so that a next message
 	// follows. It is not in DefaultFaults: see TestMessageDropHistories.
 	FaultDrop
+	// FaultHandRevoke revokes a session at the backend and then, as an
+	// operator would, with a hand HSET status revoked in Redis: no
+	// library call and no message; only Redis's tracking carries it.
+	FaultHandRevoke
+	// FaultFlush runs FLUSHDB: every record, counter and log is gone.
+	FaultFlush
+	// FaultDelete deletes a quarter of the sessions' hashes, as an
+	// eviction storm or an operator's DEL does.
+	FaultDelete
+	// FaultOOM lowers maxmemory below what Redis uses, with noeviction,
+	// for Length: Redis refuses every write that may grow memory
+	// (revocations and fills), and runs DEL and PUBLISH.
+	FaultOOM
 )
 
-var faultNames = [...]string{"", "kill", "blackhole", "latency", "backend", "restart", "slow-answer", "fill-race", "l1-race", "drop"}
+var faultNames = [...]string{"", "kill", "blackhole", "latency", "backend", "restart", "slow-answer", "fill-race", "l1-race", "drop",
+	"hand-revoke", "flush", "delete", "oom"}
 
 func (k FaultKind) String() string {
 	if k <= 0 || int(k) >= len(faultNames) {
@@ -79,7 +93,8 @@ func (k FaultKind) String() string {
 }
 
 // DefaultFaults are the faults histories draw from by default.
-var DefaultFaults = []FaultKind{FaultKill, FaultBlackhole, FaultLatency, FaultBackend, FaultRestart, FaultBackendSlowAnswer}
+var DefaultFaults = []FaultKind{FaultKill, FaultBlackhole, FaultLatency, FaultBackend, FaultRestart, FaultBackendSlowAnswer,
+	FaultHandRevoke, FaultFlush, FaultDelete, FaultOOM}
 
 // Fault is one fault of a history's plan.
 type Fault struct {
@@ -106,6 +121,8 @@ func (f Fault) String() string {
 		return fmt.Sprintf("backend(slow %v, %v)@%v", f.Latency, f.Length, f.At)
 	case FaultBackendSlowAnswer:
 		return fmt.Sprintf("slow-answer(%v, %v)@%v", f.Latency, f.Length, f.At)
+	case FaultOOM:
+		return fmt.Sprintf("oom(%v)@%v", f.Length, f.At)
 	}
 	return fmt.Sprintf("%v@%v", f.Kind, f.At)
 }
@@ -269,8 +286,11 @@ func plan(rng *rand.Rand, c HistoryConfig) ([]Fault, time.Duration) {
 				} else {
 					f.Latency = between(50*time.Millisecond, 400*time.Millisecond)
 				}
-			case FaultRestart:
+			case FaultRestart, FaultFlush, FaultDelete, FaultHandRevoke:
 				f.At = between(2*d/10, 7*d/10)
+			case FaultOOM:
+				f.At = between(d/10, d/2)
+				f.Length = between(300*time.Millisecond, time.Second)
 			case FaultBackendSlowAnswer:
 				f.At = between(0, 6*d/10)
 				f.Length = between(200*time.Millisecond, 800*time.Millisecond)
@@ -487,6 +507,47 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 				env.Restart()
 				env.Recorder.Flush(call, time.Now())
 			}})
+		case FaultFlush:
+			acts = append(acts, action{f.At, func() {
+				call := time.Now()
+				if err := env.Admin.FlushDB(context.Background()).Err(); err != nil {
+					t.Logf("FLUSHDB: %v", err)
+					return
+				}
+				env.Recorder.Flush(call, time.Now())
+			}})
+		case FaultDelete:
+			acts = append(acts, action{f.At, func() {
+				p.mu.Lock()
+				ids := slices.Clone(p.ids)
+				p.mu.Unlock()
+				for _, id := range ids {
+					if rng.IntN(4) != 0 {
+						continue
+					}
+					call := time.Now()
+					if err := env.Admin.Del(context.Background(), env.Layout.SessionKey(id)).Err(); err == nil {
+						env.Recorder.Operator(L2Delete, id, call, time.Now())
+					}
+				}
+			}})
+		case FaultHandRevoke:
+			id, ri := p.pick(rng), f.Replica
+			acts = append(acts, action{f.At, func() {
+				rv := revoke(backendRevoke(env, ri, id), func(ctx context.Context) error {
+					call := time.Now()
+					err := env.Admin.HSet(ctx, env.Layout.SessionKey(id), "status", "revoked").Err()
+					if err == nil {
+						env.Recorder.Operator(L2Revoke, id, call, time.Now())
+					}
+					return err
+				})
+				lg.mu.Lock()
+				lg.revocations = append(lg.revocations, rv)
+				lg.mu.Unlock()
+			}})
+		case FaultOOM:
+			acts = append(acts, action{f.At, func() { env.SetOOM(true) }}, action{f.At + f.Length, func() { env.SetOOM(false) }})
 		case FaultBackendSlowAnswer:
 			acts = append(acts,
 				action{f.At, func() {
@@ -573,6 +634,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 }
 
 func clearFaults(env *Env) {
+	env.SetOOM(false)
 	env.Backend.SetFault(backendtest.Fault{})
 	env.Backend.SetBeforeRespond(nil)
 	for _, r := range env.Replicas {

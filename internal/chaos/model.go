@@ -21,7 +21,7 @@ import (
 //     its time limit, writing nothing (never over revoked: the script checks
 //     revoked first);
 //   - a revoked fill and a revocation write revoked;
-//   - a restart (flush) empties it;
+//   - a restart or FLUSHDB (flush), and a DEL (delete), empty it;
 //   - an unfill (a fill taken back because its index entry was lost)
 //     empties it if it holds active, and says whether it did.
 //
@@ -54,6 +54,8 @@ var l2Model = porcupine.Model{
 			return fmt.Sprintf("%s revoke", op.Replica)
 		case L2Unfill:
 			return fmt.Sprintf("%s unfill -> %s", op.Replica, output)
+		case L2Delete:
+			return fmt.Sprintf("%s delete", op.Replica)
 		}
 		return "restart"
 	},
@@ -112,7 +114,7 @@ func step(v string, op L2Op, out string) (string, bool) {
 		return v, out == v
 	case L2Revoke:
 		return StateRevoked, true
-	case L2Flush:
+	case L2Flush, L2Delete:
 		return StateNone, true
 	case L2Unfill:
 		if v == StateActive {

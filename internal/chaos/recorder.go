@@ -23,6 +23,7 @@ const (
 	L2Revoke                   // the revoke_session script
 	L2Flush                    // a redis-server restart: every hash is gone
 	L2Unfill                   // the unfill script: an active record taken back after its index entry was lost
+	L2Delete                   // DEL of a session hash: a refused revocation's fallback, an operator, eviction
 )
 
 func (k L2Kind) String() string {
@@ -37,6 +38,8 @@ func (k L2Kind) String() string {
 		return "flush"
 	case L2Unfill:
 		return "unfill"
+	case L2Delete:
+		return "delete"
 	}
 	return "L2Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -88,9 +91,16 @@ func (r *Recorder) Ops() []L2Op {
 	return append([]L2Op(nil), r.ops...)
 }
 
-// Flush records a restart that began at call and ended at ret.
+// Flush records a restart or a FLUSHDB that began at call and ended at ret.
 func (r *Recorder) Flush(call, ret time.Time) {
 	r.add(L2Op{Kind: L2Flush, Call: r.since(call), Return: r.since(ret)})
+}
+
+// Operator records a write to one session's hash made outside the
+// replicas (redis-cli by hand): kind L2Revoke for HSET status revoked,
+// L2Delete for DEL.
+func (r *Recorder) Operator(kind L2Kind, id string, call, ret time.Time) {
+	r.add(L2Op{Kind: kind, Session: id, Replica: "operator", Call: r.since(call), Return: r.since(ret)})
 }
 
 func (r *Recorder) since(t time.Time) int64 { return t.Sub(r.start).Nanoseconds() }
@@ -220,6 +230,9 @@ func (h recorderHook) classify(args []any) (L2Op, bool) {
 	case "hgetall":
 		id, ok := h.session(args[1])
 		return L2Op{Kind: L2Read, Session: id}, ok
+	case "del":
+		id, ok := h.session(args[1])
+		return L2Op{Kind: L2Delete, Session: id}, ok && len(args) == 2
 	case "hset":
 		id, ok := h.session(args[1])
 		if !ok {

@@ -20,7 +20,9 @@ import (
 //   - L1Generation: FaultL1Race, a Redis read answered after the
 //     revocation's message arrived;
 //   - Resync: a blackhole, a CLIENT KILL and a restart in every history;
-//   - GapDetection: FaultDrop, a message lost on a live connection.
+//   - GapDetection: FaultDrop, a message lost on a live connection;
+//   - Tracking: FaultHandRevoke, an operator's HSET status revoked with
+//     no message.
 //
 // Run it with
 //
@@ -34,6 +36,7 @@ func TestTeeth(t *testing.T) {
 		{mutation.L1Generation, HistoryConfig{Faults: []FaultKind{FaultL1Race}, FaultRate: 1}},
 		{mutation.Resync, HistoryConfig{Faults: []FaultKind{FaultBlackhole, FaultKill, FaultRestart}, FaultRate: 1}},
 		{mutation.GapDetection, HistoryConfig{Faults: []FaultKind{FaultDrop}, FaultRate: 1}},
+		{mutation.Tracking, HistoryConfig{Faults: []FaultKind{FaultHandRevoke}, FaultRate: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.guard.String(), func(t *testing.T) {
