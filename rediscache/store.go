@@ -111,6 +111,16 @@ func DecodeHash(id string, h map[string]string) (session.Record, error) {
 	return r, err
 }
 
+// Irregular returns why DecodeHash reads the session hash h as revoked
+// although no script writes it so (a status other than "active" or
+// "revoked", none, a revoked_at_ms beside "active" or not a number), or ""
+// for a hash in the documented form. sessionctl inspect shows it, so that
+// an operator can fix a typo.
+func Irregular(h map[string]string) string {
+	_, why, _ := decodeHash("x", h)
+	return why
+}
+
 // decodeHash is DecodeHash that also says why a hash decoded as revoked is
 // irregular (what no script writes: a typo, a missing status, a bad
 // revoked_at_ms), or "" when it is regular.

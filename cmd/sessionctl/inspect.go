@@ -53,8 +53,9 @@ type inspectReport struct {
 	RevokedAtMS     *int64            `json:"revoked_at_ms,omitempty"`
 	RevokedAt       string            `json:"revoked_at,omitempty"`
 	RevokedAgeMS    *int64            `json:"revoked_age_ms,omitempty"`
-	Invalid         string            `json:"invalid,omitempty"` // why the hash fails decoding
-	Raw             map[string]string `json:"raw,omitempty"`     // the hash, when invalid
+	Invalid         string            `json:"invalid,omitempty"`   // why the hash fails decoding
+	Irregular       string            `json:"irregular,omitempty"` // why a hash read as revoked is not in the documented form
+	Raw             map[string]string `json:"raw,omitempty"`       // the hash, when invalid or irregular
 	UserSessions    []userSession     `json:"user_sessions,omitempty"`
 	UserRevokedAtMS *int64            `json:"user_revoked_at_ms,omitempty"`
 	UserRevokedAt   string            `json:"user_revoked_at,omitempty"`
@@ -107,6 +108,9 @@ reported as not found (exit status 1). An id starting with '-' follows "--".`)
 	case rep.Invalid != "":
 		fmt.Fprintf(stderr, "sessionctl inspect: the record fails validation; lookups treat it as an error (never active)\n")
 		return exitFailure
+	case rep.Irregular != "":
+		fmt.Fprintf(stderr, "sessionctl inspect: the record is not in the documented form (%s); replicas serve it as revoked. "+
+			"To keep it revoked: redis-cli HSET %s status revoked\n", rep.Irregular, rep.Keys.Session)
 	}
 	return exitOK
 }
@@ -141,6 +145,15 @@ func inspect(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient
 		return rep, err
 	default:
 		rep.Found = true
+		if rec.Status == session.StatusRevoked {
+			raw, err := rdb.HGetAll(ctx, rep.Keys.Session).Result()
+			if err != nil {
+				return rep, err
+			}
+			if rep.Irregular = rediscache.Irregular(raw); rep.Irregular != "" {
+				rep.Raw = raw
+			}
+		}
 		rep.Status = string(rec.Status)
 		rep.UserID = rec.UserID
 		rep.ClientPublicKey = rec.ClientPublicKey
@@ -228,6 +241,18 @@ func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalC
 	return out, nil
 }
 
+// printRaw prints the fields of a hash, sorted, with quotes.
+func printRaw(row func(label, format string, a ...any), raw map[string]string) {
+	keys := make([]string, 0, len(raw))
+	for f := range raw {
+		keys = append(keys, f)
+	}
+	slices.Sort(keys)
+	for _, f := range keys {
+		row("  "+f, "%q", raw[f])
+	}
+}
+
 func printInspect(w io.Writer, r inspectReport) {
 	row := func(label, format string, a ...any) {
 		fmt.Fprintf(w, "%-14s"+format+"\n", append([]any{label}, a...)...)
@@ -241,20 +266,17 @@ func printInspect(w io.Writer, r inspectReport) {
 	}
 	if r.Invalid != "" {
 		row("status", "INVALID: %s", r.Invalid)
-		keys := make([]string, 0, len(r.Raw))
-		for f := range r.Raw {
-			keys = append(keys, f)
-		}
-		slices.Sort(keys)
-		for _, f := range keys {
-			row("  "+f, "%q", r.Raw[f])
-		}
+		printRaw(row, r.Raw)
 	} else {
 		switch {
 		case r.RevokedAtMS != nil:
 			row("status", "revoked since %s (%s ago)", r.RevokedAt, fmtAge(time.Duration(*r.RevokedAgeMS)*time.Millisecond))
 		default:
 			row("status", "%s", r.Status)
+		}
+		if r.Irregular != "" {
+			row("hand-edited", "%s: served as revoked", r.Irregular)
+			printRaw(row, r.Raw)
 		}
 		if r.Tombstone {
 			row("user", "(tombstone: revoked before any tier held its data)")

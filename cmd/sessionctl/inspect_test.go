@@ -29,6 +29,7 @@ func TestInspect(t *testing.T) {
 	}
 	e.rdb.SAdd(ctx, "user:u-7:sessions", "dev-gone")
 	e.rdb.HSet(ctx, "session:bad-1", "status", "maybe")
+	e.rdb.HSet(ctx, "session:bad-2", "status", "active", "user_id", "u-9", "client_public_key", "short")
 	userRev, _, err := e.cache.RevokeUser(ctx, "u-8")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,9 @@ func TestInspect(t *testing.T) {
 			"user:u-8:revoked_at_ms",
 		}, ""},
 		{"missing", "nope-1", exitFailure, []string{"status        not found"}, "session nope… not found in Redis"},
-		{"invalid", "bad-1", exitFailure, []string{"status        INVALID: ", `  status      "maybe"`, "ttl           NONE"}, "fails validation"},
+		{"hand-typed status", "bad-1", exitOK, []string{"status        revoked", "hand-edited   status is neither", `  status      "maybe"`, "ttl           NONE"},
+			"not in the documented form"},
+		{"invalid", "bad-2", exitFailure, []string{"status        INVALID: ", `  user_id     "u-9"`, "ttl           NONE"}, "fails validation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
