@@ -163,7 +163,10 @@ func yamlExprs(text string) []string {
 		}
 		rest = strings.TrimSpace(rest)
 		if rest != "|" && rest != ">" && rest != "|-" && rest != ">-" {
-			exprs = append(exprs, strings.Trim(rest, `'"`))
+			if len(rest) >= 2 && (rest[0] == '"' || rest[0] == '\'') && rest[len(rest)-1] == rest[0] {
+				rest = rest[1 : len(rest)-1] // a quoted scalar
+			}
+			exprs = append(exprs, rest)
 			continue
 		}
 		indent := len(lines[i]) - len(strings.TrimLeft(lines[i], " "))
@@ -232,6 +235,34 @@ func TestMetricNames(t *testing.T) {
 		if got := metricNames(tt.expr); !slices.Equal(got, tt.want) {
 			t.Errorf("metricNames(%q) = %q, want %q", tt.expr, got, tt.want)
 		}
+	}
+}
+
+func TestYAMLExprs(t *testing.T) {
+	rules := `groups:
+  - name: g
+    rules:
+      - record: a:b:rate1m
+        expr: sum by (x) (rate(m_total[1m]))
+      - alert: Quoted
+        expr: 'label_replace(up, "a", "b", "", "")'
+        for: 1m
+      - alert: Block
+        expr: |
+          x > 1
+          and on (y)
+          z
+
+        labels:
+          severity: warning
+`
+	want := []string{
+		"sum by (x) (rate(m_total[1m]))",
+		`label_replace(up, "a", "b", "", "")`,
+		"          x > 1\n          and on (y)\n          z\n",
+	}
+	if got := yamlExprs(rules); !slices.Equal(got, want) {
+		t.Errorf("yamlExprs = %q, want %q", got, want)
 	}
 }
 
@@ -331,6 +362,9 @@ var labelValuesPattern = regexp.MustCompile(`^label_values\(\s*(.+?)\s*,\s*[a-zA
 func TestDeployDashboard(t *testing.T) {
 	known := recordedNames(t)
 	for n := range exportedNames(t) {
+		known[n] = true
+	}
+	for _, n := range prometheusSynthetic {
 		known[n] = true
 	}
 	dsUID := regexp.MustCompile(`(?m)^\s*uid:\s*(\S+)\s*$`).FindStringSubmatch(readDeploy(t, "grafana/provisioning/datasources/prometheus.yml"))
