@@ -143,7 +143,7 @@ func (r *runbook) cliOut(line string) string {
 	if strings.HasPrefix(line, "redis-cli -c ") {
 		port = r.cluster.Nodes()[0].Server.Port
 	}
-	script := "exec " + r.cli + " -p " + strconv.Itoa(port) + strings.TrimPrefix(line, "redis-cli")
+	script := strings.ReplaceAll(line, "redis-cli", r.cli+" -p "+strconv.Itoa(port))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -232,43 +232,32 @@ func (r *runbook) wantL1(id string, status session.Status) {
 	}
 }
 
-// awaitRevokedL1 waits until every replica has applied another invalidation
-// (its InvalidationsApplied passed before[i]) and answers each id revoked
-// from its L1. tiered has no per-message hook for code outside the
-// package, so this polls the replica's own counter and answer, with a
-// deadline.
-func (r *runbook) awaitRevokedL1(before []int64, ids ...string) {
+// awaitRevoked waits until every replica answers each id revoked from its
+// L1, as a write to Redis alone makes it through tracking, and Redis says
+// revoked. It polls the replicas' answers, with a deadline: tiered has no
+// hook for code outside the package.
+func (r *runbook) awaitRevoked(ids ...string) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
+	deadline := time.Now().Add(time.Second)
 	for i, rep := range r.replicas {
-		for {
-			done := rep.Stats().InvalidationsApplied > before[i]
-			for _, id := range ids {
-				rec, err := rep.Lookup(context.Background(), id)
-				done = done && err == nil && rec.Status == session.StatusRevoked
+		for _, id := range ids {
+			for {
+				rec, tier, err := rep.LookupTier(context.Background(), id)
+				if err == nil && rec.Status == session.StatusRevoked && tier == tiered.TierL1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					r.t.Fatalf("replica %d: LookupTier(%q) = %s from %v, %v; want revoked from l1 within 1s", i+1, id, rec.Status, tier, err)
+				}
+				time.Sleep(time.Millisecond)
 			}
-			if done {
-				break
-			}
-			if time.Now().After(deadline) {
-				r.t.Fatalf("replica %d: %v not revoked within 5s (applied %d invalidations, %d before)", i+1, ids, rep.Stats().InvalidationsApplied, before[i])
-			}
-			<-tick.C
 		}
 	}
 	for _, id := range ids {
-		r.wantL1(id, session.StatusRevoked)
+		if st := r.redisStatus(r.lib, id); st != session.StatusRevoked {
+			r.t.Errorf("Redis says %s for %s, want revoked", st, id)
+		}
 	}
-}
-
-func (r *runbook) applied() []int64 {
-	n := make([]int64, len(r.replicas))
-	for i, rep := range r.replicas {
-		n[i] = rep.Stats().InvalidationsApplied
-	}
-	return n
 }
 
 // startReplica starts a gateway replica's tiered cache with its own Redis
@@ -304,7 +293,7 @@ func startReplica(t *testing.T, srv *redistest.Server, backendURL, name string) 
 // TestRunbook runs every command of the README's runbook section with the real redis-cli (and
 // sessionctl in-process) against a redis-server the library wrote to, with
 // three tiered replicas subscribed, and checks what each prints. It checks
-// that the hand revocation (HSET, then PUBLISH) reaches every replica's L1
+// that the hand revocation (one HSET, no message) reaches every replica's L1
 // and that Redis says revoked, for a session and for a user. Every command
 // of the runbook must have a check here and every check a command there.
 func TestRunbook(t *testing.T) {
@@ -394,10 +383,8 @@ func TestRunbook(t *testing.T) {
 	}
 
 	cmds := parseRunbook(t, runbookPath)
-	var sessionWrites []runbookCmd // the hand revocation's writes, repeated per session of a user
 	type check func(c runbookCmd, line string, v map[string]string)
-	var checks map[string]check // a check may run other commands' checks
-	checks = map[string]check{
+	checks := map[string]check{
 		"sessionctl doctor -expect-replicas <n>": func(c runbookCmd, line string, v map[string]string) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
@@ -439,16 +426,6 @@ func TestRunbook(t *testing.T) {
 		},
 		"redis-cli SMEMBERS user:<uid>:sessions": func(c runbookCmd, line string, v map[string]string) {
 			r.setMatches(line, r.cliOut(line), v["<uid>"])
-			if c.section != "Revoke by hand" {
-				return
-			}
-			// "revoke each session of the index with the three writes above"
-			for _, id := range r.users[v["<uid>"]] {
-				for _, w := range sessionWrites {
-					wline, wv := substitute(w, map[string]string{"<id>": id})
-					checks[w.template](w, wline, wv)
-				}
-			}
 		},
 		"redis-cli GET user:<uid>:revoked_at_ms": func(c runbookCmd, line string, v map[string]string) {
 			if out := r.cliOut(line); out != "\n" {
@@ -474,57 +451,18 @@ func TestRunbook(t *testing.T) {
 			if out := r.cliOut(line); out != "0\n" {
 				t.Errorf("%s printed %q, want 0 (an existing field updated)", line, out)
 			}
-			if st := r.redisStatus(r.lib, v["<id>"]); st != session.StatusRevoked {
-				t.Errorf("after %s Redis says %s, want revoked", line, st)
-			}
+			// The write alone reaches every replica's L1 (tracking).
+			r.awaitRevoked(v["<id>"])
 		},
-		"redis-cli HSETNX session:<id> revoked_at_ms <ms>": func(c runbookCmd, line string, v map[string]string) {
-			if out := r.cliOut(line); out != "1\n" {
-				t.Errorf("%s printed %q, want 1", line, out)
-			}
-			rec, err := r.lib.Get(ctx, v["<id>"])
-			if err != nil || rec.RevokedAtMS == nil || strconv.FormatInt(*rec.RevokedAtMS, 10) != v["<ms>"] {
-				t.Errorf("after %s the library reads %+v, %v; want revoked at %s", line, rec, err, v["<ms>"])
-			}
-		},
-		"redis-cli PEXPIRE session:<id> 86400000": func(c runbookCmd, line string, v map[string]string) {
-			if out := r.cliOut(line); out != "1\n" {
-				t.Errorf("%s printed %q, want 1", line, out)
-			}
-			// Redis says revoked, but the writes alone do not reach L1.
-			r.wantL1(v["<id>"], session.StatusActive)
-		},
-		`redis-cli PUBLISH session_invalidation '{"session":"<id>"}'`: func(c runbookCmd, line string, v map[string]string) {
-			before := r.applied()
-			if out := r.cliOut(line); out != "3\n" {
-				t.Errorf("%s printed %q, want 3 receivers", line, out)
-			}
-			r.awaitRevokedL1(before, v["<id>"])
-			if st := r.redisStatus(r.lib, v["<id>"]); st != session.StatusRevoked {
-				t.Errorf("Redis says %s for %s, want revoked", st, v["<id>"])
-			}
-		},
-		"redis-cli SET user:<uid>:revoked_at_ms <ms> PX 20000": func(c runbookCmd, line string, v map[string]string) {
-			if out := r.cliOut(line); out != "OK\n" {
-				t.Errorf("%s printed %q, want OK", line, out)
-			}
-			got, _ := r.admin.Get(ctx, "user:"+v["<uid>"]+":revoked_at_ms").Result()
-			if got != v["<ms>"] {
-				t.Errorf("after %s the marker is %q, want %s", line, got, v["<ms>"])
-			}
-		},
-		`redis-cli PUBLISH session_invalidation '{"user":"<uid>"}'`: func(c runbookCmd, line string, v map[string]string) {
-			before := r.applied()
-			if out := r.cliOut(line); out != "3\n" {
-				t.Errorf("%s printed %q, want 3 receivers", line, out)
-			}
+		"redis-cli SMEMBERS user:<uid>:sessions | xargs -I{} redis-cli HSET session:{} status revoked": func(c runbookCmd, line string, v map[string]string) {
 			ids := r.users[v["<uid>"]]
-			r.awaitRevokedL1(before, ids...)
 			for _, id := range ids {
-				if st := r.redisStatus(r.lib, id); st != session.StatusRevoked {
-					t.Errorf("Redis says %s for %s, want revoked", st, id)
-				}
+				r.wantL1(id, session.StatusActive)
 			}
+			if out := r.cliOut(line); out != strings.Repeat("0\n", len(ids)) {
+				t.Errorf("%s printed %q, want one 0 per session", line, out)
+			}
+			r.awaitRevoked(ids...)
 		},
 		"redis-cli PUBSUB NUMSUB session_invalidation": func(c runbookCmd, line string, v map[string]string) {
 			if out := r.cliOut(line); out != "session_invalidation\n3\n" {
@@ -632,9 +570,6 @@ func TestRunbook(t *testing.T) {
 			t.Fatalf("%s:%d: the test has no check for %q", runbookPath, c.lineNo, c.template)
 		}
 		used[c.template] = true
-		if c.section == "Revoke by hand" && strings.Contains(c.template, "session:<id>") && !strings.Contains(c.template, "PUBLISH") {
-			sessionWrites = append(sessionWrites, c)
-		}
 		line, v := substitute(c, nil)
 		t.Logf("%s:%d [%s] %s", runbookPath, c.lineNo, c.section, line)
 		ck(c, line, v)
@@ -643,9 +578,6 @@ func TestRunbook(t *testing.T) {
 		if !used[template] {
 			t.Errorf("%s no longer has %q; remove its check", runbookPath, template)
 		}
-	}
-	if len(sessionWrites) != 3 {
-		t.Errorf("the hand revocation has %d session writes, want HSET, HSETNX and PEXPIRE", len(sessionWrites))
 	}
 }
 
