@@ -101,7 +101,7 @@ func (c *Cache) wake() {
 // worker retries it.
 func (c *Cache) writeSync(ctx context.Context, j revokeJob) error {
 	err := c.writeRevocation(ctx, j)
-	if err != nil {
+	if !held(err) {
 		c.stats.revokeRetries.Add(1)
 		c.wake()
 	}
@@ -155,6 +155,9 @@ func (c *Cache) revokeWorker() {
 			err := unreachable
 			if err == nil {
 				err = c.writeRevocation(c.ctx, j)
+				if held(err) {
+					err = nil
+				}
 			}
 			if err == nil {
 				delete(failing, j)
@@ -199,6 +202,11 @@ func isRefusal(err error) bool {
 }
 
 // writeRevocation makes one attempt and, on success, forgets the debt.
+//
+// A revocation the primary wrote but its replicas did not acknowledge
+// (rediscache.ErrNotReplicated) is held by Redis: it is no longer owed, and
+// the error goes to the caller of Revoke, who decides (retrying it would
+// publish again every round while the new primary has no replica).
 func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	var err error
 	if j.userID != "" {
@@ -206,12 +214,16 @@ func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	} else {
 		_, err = c.l2.RevokeSession(ctx, j.id)
 	}
-	if err == nil {
+	if err == nil || errors.Is(err, rediscache.ErrNotReplicated) {
 		c.stats.revocationsPublished.Add(1)
 		c.pending.done(j.id, j.userID)
 	}
 	return err
 }
+
+// held reports whether err, from writeRevocation, leaves the revocation in
+// Redis.
+func held(err error) bool { return err == nil || errors.Is(err, rediscache.ErrNotReplicated) }
 
 // maxFanout is the longest delay recorded as fan-out; anything longer is a
 // replayed, forged or clock-skewed message, not a measure of propagation.
