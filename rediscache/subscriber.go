@@ -213,6 +213,9 @@ type SubscriberStats struct {
 	// LastMessageUnixMs is when the last message was received on the
 	// channel, in Unix milliseconds; 0 if none was.
 	LastMessageUnixMs int64
+	// LastHeartbeatUnixMs is when the last heartbeat probe was answered,
+	// in Unix milliseconds; 0 if none was.
+	LastHeartbeatUnixMs int64
 	// Subscribed reports whether the last event was an EventSynced and Run
 	// is still running.
 	Subscribed bool
@@ -288,7 +291,7 @@ type subscriberCounters struct {
 	received, malformed, gaps, resyncs, replayed, dropActive atomic.Uint64
 	forged                                                   atomic.Uint64
 	heartbeatsSent, heartbeatFailures                        atomic.Uint64
-	lastMessageUnixMs                                        atomic.Int64
+	lastMessageUnixMs, lastHeartbeatUnixMs                   atomic.Int64
 	subscribed                                               atomic.Bool
 	keysChanged, flushes                                     atomic.Uint64
 	// tracking is set by each new connection: whether it turned tracking
@@ -309,20 +312,21 @@ func (c *Cache) NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 // Stats returns the counters. It is cheap and safe for concurrent use.
 func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{
-		Received:          s.st.received.Load(),
-		Malformed:         s.st.malformed.Load(),
-		Forged:            s.st.forged.Load(),
-		Gaps:              s.st.gaps.Load(),
-		Resyncs:           s.st.resyncs.Load(),
-		Replayed:          s.st.replayed.Load(),
-		DropActive:        s.st.dropActive.Load(),
-		HeartbeatsSent:    s.st.heartbeatsSent.Load(),
-		HeartbeatFailures: s.st.heartbeatFailures.Load(),
-		LastMessageUnixMs: s.st.lastMessageUnixMs.Load(),
-		Subscribed:        s.st.subscribed.Load(),
-		Tracking:          s.st.tracking.Load(),
-		KeysChanged:       s.st.keysChanged.Load(),
-		Flushes:           s.st.flushes.Load(),
+		Received:            s.st.received.Load(),
+		Malformed:           s.st.malformed.Load(),
+		Forged:              s.st.forged.Load(),
+		Gaps:                s.st.gaps.Load(),
+		Resyncs:             s.st.resyncs.Load(),
+		Replayed:            s.st.replayed.Load(),
+		DropActive:          s.st.dropActive.Load(),
+		HeartbeatsSent:      s.st.heartbeatsSent.Load(),
+		HeartbeatFailures:   s.st.heartbeatFailures.Load(),
+		LastMessageUnixMs:   s.st.lastMessageUnixMs.Load(),
+		LastHeartbeatUnixMs: s.st.lastHeartbeatUnixMs.Load(),
+		Subscribed:          s.st.subscribed.Load(),
+		Tracking:            s.st.tracking.Load(),
+		KeysChanged:         s.st.keysChanged.Load(),
+		Flushes:             s.st.flushes.Load(),
 	}
 }
 
@@ -615,6 +619,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		case *redis.Pong:
 			if r.probe != "" && m.Payload == r.probe {
 				r.probe = ""
+				s.st.lastHeartbeatUnixMs.Store(time.Now().UnixMilli())
 			}
 		}
 		if lost, err := r.tick(ctx, ps, time.Now(), confirmed, deadline); err != nil {

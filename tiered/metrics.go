@@ -44,11 +44,19 @@ var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 //	l1_active_drops_total             syncs that dropped L1's active entries
 //	heartbeats_sent_total             heartbeat probes sent on the subscriber connection
 //	heartbeat_failures_total          probes not answered in time
-//	heartbeat_age_seconds             seconds since the last message on the channel (absent before the first)
+//	heartbeat_age_seconds             seconds since the last answered heartbeat probe (absent before the first)
+//	last_message_age_seconds          seconds since the last message on the channel (absent before the first)
 //	subscriber_up                     1 while the subscription is established and synced
 //	revocation_fanout_seconds         histogram: revocation published (Redis time) to applied in L1
-//	revoke_failures_total             revocations that could not be written to Redis
-//	revoke_retries_total              background revocation attempts retried
+//	revoke_failures_total             revocations still not written to Redis after RevokeRetryFor (still retried), or owed at Close
+//	revoke_retries_total              failed attempts to write a revocation (each is retried)
+//	revocations_pending               revocations this process still owes Redis
+//	revoke_fallbacks_total            revocations Redis refused (OOM, READONLY): records deleted, unnumbered message published
+//	tracking                          1 while Redis reports changes to session keys (CLIENT TRACKING), else 0
+//	keys_changed_total                session keys Redis reported changed
+//	hand_revocations_total            L1 actives flipped because Redis said revoked without a message
+//	irregular_records_total           session hashes not in the documented form, served as revoked
+//	flushes_total                     flushes Redis reported
 //
 // lookups_total has the series {tier="l1",result="found"},
 // {tier="l2",result="found"}, {tier="negative",result="not_found"},
@@ -81,6 +89,8 @@ type collector struct {
 	forged                                                                     *prometheus.Desc
 	channelLost, resyncs, activeDrops, heartbeatsSent, heartbeatFailures       *prometheus.Desc
 	heartbeatAge, subscriberUp, fanout, revokeFailures, revokeRetries          *prometheus.Desc
+	lastMessageAge, pending, fallbacks, tracking, keysChanged, handRevocations *prometheus.Desc
+	irregular, flushes                                                         *prometheus.Desc
 }
 
 func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
@@ -112,7 +122,15 @@ func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
 		activeDrops:       d("l1_active_drops_total", "Syncs that dropped every active L1 entry because replay was impossible."),
 		heartbeatsSent:    d("heartbeats_sent_total", "Heartbeat probes sent on the subscriber connection."),
 		heartbeatFailures: d("heartbeat_failures_total", "Heartbeat probes not answered in time."),
-		heartbeatAge:      d("heartbeat_age_seconds", "Seconds since the last message was received on the invalidation channel."),
+		heartbeatAge:      d("heartbeat_age_seconds", "Seconds since the last heartbeat probe on the subscriber connection was answered."),
+		lastMessageAge:    d("last_message_age_seconds", "Seconds since the last message was received on the invalidation channel."),
+		pending:           d("revocations_pending", "Revocations this replica still owes Redis; retried until Redis holds them."),
+		fallbacks:         d("revoke_fallbacks_total", "Revocations Redis refused (OOM, READONLY), after which their records were deleted and an unnumbered message published."),
+		tracking:          d("tracking", "1 while Redis reports changes to session keys to this replica (CLIENT TRACKING), else 0."),
+		keysChanged:       d("keys_changed_total", "Session keys Redis reported changed (hand edits, DEL, expiry, eviction, fills)."),
+		handRevocations:   d("hand_revocations_total", "L1 active entries flipped because Redis said revoked without a message."),
+		irregular:         d("irregular_records_total", "Session hashes found not in the documented form (a typo), served as revoked."),
+		flushes:           d("flushes_total", "Flushes of Redis (FLUSHDB, FLUSHALL) reported to this replica."),
 		subscriberUp:      d("subscriber_up", "1 while the invalidation subscription is established and synced, else 0."),
 		fanout:            d("revocation_fanout_seconds", "Delay from a revocation's publication (Redis time) to its application in this replica's L1."),
 		revokeFailures:    d("revoke_failures_total", "Revocations that could not be written to Redis."),
@@ -128,6 +146,8 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 		m.received, m.applied, m.replayed, m.published, m.unheard, m.malformed, m.gaps, m.forged,
 		m.channelLost, m.resyncs, m.activeDrops, m.heartbeatsSent, m.heartbeatFailures,
 		m.heartbeatAge, m.subscriberUp, m.fanout, m.revokeFailures, m.revokeRetries,
+		m.lastMessageAge, m.pending, m.fallbacks, m.tracking, m.keysChanged, m.handRevocations,
+		m.irregular, m.flushes,
 	} {
 		ch <- d
 	}
@@ -177,21 +197,34 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.activeDrops, float64(st.ResyncDrops))
 	counter(m.heartbeatsSent, float64(sub.HeartbeatsSent))
 	counter(m.heartbeatFailures, float64(sub.HeartbeatFailures))
-	if sub.LastMessageUnixMs > 0 {
-		age := m.c.opts.Now().Sub(time.UnixMilli(sub.LastMessageUnixMs))
-		gauge(m.heartbeatAge, max(age, 0).Seconds())
+	age := func(d *prometheus.Desc, unixMs int64) {
+		if unixMs > 0 {
+			gauge(d, max(m.c.opts.Now().Sub(time.UnixMilli(unixMs)), 0).Seconds())
+		}
 	}
-	up := 0.0
-	if sub.Subscribed {
-		up = 1
-	}
-	gauge(m.subscriberUp, up)
+	age(m.heartbeatAge, sub.LastHeartbeatUnixMs)
+	age(m.lastMessageAge, sub.LastMessageUnixMs)
+	gauge(m.subscriberUp, boolValue(sub.Subscribed))
+	gauge(m.tracking, boolValue(sub.Tracking))
+	counter(m.keysChanged, float64(st.KeysChanged))
+	counter(m.handRevocations, float64(st.HandRevocations))
+	counter(m.irregular, float64(l2.Irregular))
+	counter(m.flushes, float64(sub.Flushes))
 
 	count, sum, buckets := m.c.stats.fanout.cumulative(fanoutBuckets[:])
 	ch <- prometheus.MustNewConstHistogram(m.fanout, count, sum, buckets)
 
 	counter(m.revokeFailures, float64(st.RevokeFailures))
 	counter(m.revokeRetries, float64(st.RevokeRetries))
+	gauge(m.pending, float64(st.RevocationsPending))
+	counter(m.fallbacks, float64(l2.Fallbacks))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // cumulative maps the histogram onto Prometheus buckets (upper bounds in

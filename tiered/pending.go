@@ -13,7 +13,7 @@ const maxPending = 65536
 
 // pending remembers this replica's own revocations until Redis holds them:
 // it is what the revocation worker retries, and what Stats reports as
-// RevocationsOwed. Between the L1 flip and the Redis write, L2 may still say
+// RevocationsPending. Between the L1 flip and the Redis write, L2 may still say
 // "active" for a session L1 did not hold; a lookup in that window must not
 // cache or serve that answer. Only misses consult it, and only while it is
 // non-empty.

@@ -31,7 +31,7 @@ type Stats struct {
 	ResyncDrops          int64 // syncs that dropped L1's active entries
 	KeysChanged          int64 // session keys Redis reported changed (tracking)
 	HandRevocations      int64 // L1 actives flipped because Redis said revoked without a message
-	RevocationsOwed      int64 // revocations this process still owes Redis (gauge)
+	RevocationsPending   int64 // revocations this process still owes Redis (gauge)
 
 	// Tracking reports whether Redis reports changes to session keys on
 	// the subscriber's connection (server-assisted invalidation). False on
@@ -72,7 +72,7 @@ func (c *Cache) Stats() Stats {
 		ResyncDrops:          s.resyncDrops.Load(),
 		KeysChanged:          s.keysChanged.Load(),
 		HandRevocations:      s.handRevocations.Load(),
-		RevocationsOwed:      c.pending.n.Load(),
+		RevocationsPending:   c.pending.n.Load(),
 		Tracking:             c.sub.Stats().Tracking,
 	}
 	// Read after L1Distrusted, so that a distrusted hit counted between
