@@ -44,7 +44,12 @@ func (c *Cache) LookupTier(ctx context.Context, id string) (session.Record, Tier
 		c.stats.negativeHits.Add(1)
 		return session.Record{}, TierNegative, fmt.Errorf("tiered: %w", session.ErrNotFound)
 	}
-	return c.load(ctx, id)
+	// Lookups that leave L1 are timed (an L1 hit is not: reading the clock
+	// would cost as much as the hit itself).
+	start := time.Now()
+	rec, tier, err := c.load(ctx, id)
+	c.stats.latency[tier].observe(time.Since(start))
+	return rec, tier, err
 }
 
 // trustL1 reports whether an L1 "active" may be served: the channel is
@@ -224,6 +229,7 @@ func (c *Cache) fetchBackend(ctx context.Context, id string) (session.Record, er
 	rec, err := c.backend.Fetch(ctx, id)
 	switch {
 	case err == nil:
+		c.stats.backendFound.Add(1)
 		return rec, nil
 	case errors.Is(err, session.ErrNotFound):
 		c.stats.notFound.Add(1)

@@ -2,6 +2,8 @@ package tiered
 
 import (
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +12,26 @@ import (
 // fanoutBuckets are the upper bounds, in seconds, of the
 // sessioncache_revocation_fanout_seconds histogram.
 var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// latencyBuckets are the upper bounds, in seconds, of the
+// sessioncache_lookup_duration_seconds histogram.
+var latencyBuckets = [...]float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// buildVersion is the version of the sessioncache module in this binary:
+// its tag when built as a dependency, "(devel)" inside its own repository.
+var buildVersion = func() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path == "github.com/galaxy-game/sessioncache" {
+			return bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/galaxy-game/sessioncache" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}()
 
 // RegisterMetrics registers on reg one Prometheus collector that reads the
 // Cache's counters (Stats, Local().Stats(), Subscriber().Stats() and the
@@ -22,6 +44,8 @@ var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 // The metrics, all prefixed sessioncache_:
 //
 //	lookups_total{tier,result}        lookups answered, by tier; see below
+//	lookup_duration_seconds{tier}     histogram: lookups that left L1, by tier (l2, backend, none: failed); L1 hits are not timed
+//	build_info{version,go_version}    1, labelled with the module's version
 //	l1_distrusted_total               L1 "active" hits not served: channel unhealthy beyond StaleBound
 //	l2_errors_total                   Redis reads or fills that failed
 //	backend_calls_total               backend requests (concurrent lookups of one id share one)
@@ -41,7 +65,7 @@ var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 //	invalidation_gaps_total           sequence gaps seen on the channel
 //	channel_lost_total                times the channel was found unhealthy
 //	resyncs_total                     syncs after a loss (reconnect, heartbeat, gap or error)
-//	l1_active_drops_total             syncs that dropped L1's active entries
+//	l1_active_drops_total             resyncs after a loss that dropped L1's active entries
 //	heartbeats_sent_total             heartbeat probes sent on the subscriber connection
 //	heartbeat_failures_total          probes not answered in time
 //	heartbeat_age_seconds             seconds since the last answered heartbeat probe (absent before the first)
@@ -60,12 +84,10 @@ var fanoutBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 //
 // lookups_total has the series {tier="l1",result="found"},
 // {tier="l2",result="found"}, {tier="negative",result="not_found"},
-// {tier="backend",result="not_found"}, {tier="backend",result="error"} and
-// {tier="none",result="invalid_id"}. L1 and L2 hits are not split into
-// active and revoked, and successful backend answers are not counted apart
-// from calls (backend_calls_total minus the two backend series, in flight
-// included). Backend series count backend calls, which concurrent lookups of
-// one id share.
+// {tier="backend",result="found"}, {tier="backend",result="not_found"},
+// {tier="backend",result="error"} and {tier="none",result="invalid_id"}.
+// L1 and L2 hits are not split into active and revoked. Backend series count
+// backend calls, which concurrent lookups of one id share.
 //
 // The fan-out histogram is built from the Cache's own 10%-wide buckets: a
 // sample is counted under the first bound at or above its bucket's upper
@@ -90,7 +112,7 @@ type collector struct {
 	channelLost, resyncs, activeDrops, heartbeatsSent, heartbeatFailures       *prometheus.Desc
 	heartbeatAge, subscriberUp, fanout, revokeFailures, revokeRetries          *prometheus.Desc
 	lastMessageAge, pending, fallbacks, tracking, keysChanged, handRevocations *prometheus.Desc
-	irregular, flushes                                                         *prometheus.Desc
+	irregular, flushes, latency, buildInfo                                     *prometheus.Desc
 }
 
 func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
@@ -131,6 +153,8 @@ func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
 		handRevocations:   d("hand_revocations_total", "L1 active entries flipped because Redis said revoked without a message."),
 		irregular:         d("irregular_records_total", "Session hashes found not in the documented form (a typo), served as revoked."),
 		flushes:           d("flushes_total", "Flushes of Redis (FLUSHDB, FLUSHALL) reported to this replica."),
+		latency:           d("lookup_duration_seconds", "Duration of lookups that left L1, by the tier that answered (none: failed); L1 hits are not timed.", "tier"),
+		buildInfo:         d("build_info", "1, labelled with the version of the sessioncache module and of Go.", "version", "go_version"),
 		subscriberUp:      d("subscriber_up", "1 while the invalidation subscription is established and synced, else 0."),
 		fanout:            d("revocation_fanout_seconds", "Delay from a revocation's publication (Redis time) to its application in this replica's L1."),
 		revokeFailures:    d("revoke_failures_total", "Revocations that could not be written to Redis."),
@@ -147,7 +171,7 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 		m.channelLost, m.resyncs, m.activeDrops, m.heartbeatsSent, m.heartbeatFailures,
 		m.heartbeatAge, m.subscriberUp, m.fanout, m.revokeFailures, m.revokeRetries,
 		m.lastMessageAge, m.pending, m.fallbacks, m.tracking, m.keysChanged, m.handRevocations,
-		m.irregular, m.flushes,
+		m.irregular, m.flushes, m.latency, m.buildInfo,
 	} {
 		ch <- d
 	}
@@ -170,6 +194,7 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.lookups, float64(st.L1Hits), "l1", "found")
 	counter(m.lookups, float64(st.L2Hits), "l2", "found")
 	counter(m.lookups, float64(st.NegativeHits), "negative", "not_found")
+	counter(m.lookups, float64(st.BackendFound), "backend", "found")
 	counter(m.lookups, float64(st.NotFound), "backend", "not_found")
 	counter(m.lookups, float64(st.BackendErrors), "backend", "error")
 	counter(m.lookups, float64(st.InvalidIDs), "none", "invalid_id")
@@ -213,6 +238,11 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 
 	count, sum, buckets := m.c.stats.fanout.cumulative(fanoutBuckets[:])
 	ch <- prometheus.MustNewConstHistogram(m.fanout, count, sum, buckets)
+	for _, t := range []Tier{TierL2, TierBackend, TierNone} {
+		count, sum, buckets := m.c.stats.latency[t].cumulative(latencyBuckets[:])
+		ch <- prometheus.MustNewConstHistogram(m.latency, count, sum, buckets, t.String())
+	}
+	ch <- prometheus.MustNewConstMetric(m.buildInfo, prometheus.GaugeValue, 1, buildVersion, runtime.Version())
 
 	counter(m.revokeFailures, float64(st.RevokeFailures))
 	counter(m.revokeRetries, float64(st.RevokeRetries))

@@ -180,8 +180,15 @@ func TestRegisterMetricsMoveWithLookups(t *testing.T) {
 		{"sessioncache_lookups_total", []string{"tier", "l1", "result", "found"}, 2},
 		{"sessioncache_lookups_total", []string{"tier", "l2", "result", "found"}, 0},
 		{"sessioncache_lookups_total", []string{"tier", "negative", "result", "not_found"}, 1},
+		{"sessioncache_lookups_total", []string{"tier", "backend", "result", "found"}, 1},
 		{"sessioncache_lookups_total", []string{"tier", "backend", "result", "not_found"}, 1},
 		{"sessioncache_lookups_total", []string{"tier", "backend", "result", "error"}, 1},
+		// The three backend calls were timed: one found, and the two
+		// that failed or found nothing (answered by no tier).
+		{"sessioncache_lookup_duration_seconds", []string{"tier", "backend"}, 1},
+		{"sessioncache_lookup_duration_seconds", []string{"tier", "none"}, 2},
+		{"sessioncache_lookup_duration_seconds", []string{"tier", "l2"}, 0},
+		{"sessioncache_l1_active_drops_total", nil, 0}, // the first sync's drop is not a resync
 		{"sessioncache_lookups_total", []string{"tier", "none", "result", "invalid_id"}, 1},
 		{"sessioncache_backend_calls_total", nil, 3},
 		{"sessioncache_backend_errors_total", nil, 1},

@@ -294,7 +294,9 @@ func (c *Cache) event(e rediscache.Event) {
 	case rediscache.EventSynced:
 		if e.DropActive {
 			n := c.l1.DropActive()
-			c.stats.resyncDrops.Add(1)
+			if e.Reason != rediscache.ReasonStart {
+				c.stats.resyncDrops.Add(1) // a start has nothing to drop
+			}
 			c.opts.Logger.Info("session invalidation channel synced; dropped L1 active entries",
 				"reason", e.Reason, "dropped", n)
 		} else if e.Replayed > 0 {

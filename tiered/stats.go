@@ -16,6 +16,7 @@ type Stats struct {
 	BackendCalls  int64 // backend requests made (shared calls count once)
 	BackendErrors int64 // backend requests that failed (not counting unknown ids)
 	NotFound      int64 // backend answers "unknown id"
+	BackendFound  int64 // backend answers with a record
 	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent
 	FillsSkipped  int64 // backend answers not cached: the call took too long
 	InvalidIDs    int64 // ids rejected before any I/O
@@ -28,7 +29,7 @@ type Stats struct {
 	InvalidationsApplied int64 // messages (and replayed entries) applied to L1
 	ChannelLost          int64 // times the invalidation channel was found unhealthy
 	Resyncs              int64 // syncs after (re)subscription or a gap
-	ResyncDrops          int64 // syncs that dropped L1's active entries
+	ResyncDrops          int64 // resyncs after a loss that dropped L1's active entries (the first sync is not counted)
 	KeysChanged          int64 // session keys Redis reported changed (tracking)
 	HandRevocations      int64 // L1 actives flipped because Redis said revoked without a message
 	RevocationsPending   int64 // revocations this process still owes Redis (gauge)
@@ -59,6 +60,7 @@ func (c *Cache) Stats() Stats {
 		BackendCalls:         s.backendCalls.Load(),
 		BackendErrors:        s.backendErrors.Load(),
 		NotFound:             s.notFound.Load(),
+		BackendFound:         s.backendFound.Load(),
 		FillsRefused:         s.fillsRefused.Load(),
 		FillsSkipped:         s.fillsSkipped.Load(),
 		InvalidIDs:           s.invalidIDs.Load(),
@@ -89,7 +91,10 @@ type counters struct {
 	revocationsPublished, revokeRetries, revokeFailures atomic.Int64
 	revokeOwedFull, invalidationsApplied, channelLost   atomic.Int64
 	resyncs, resyncDrops, keysChanged, handRevocations  atomic.Int64
-	fanout                                              histogram
+	backendFound                                        atomic.Int64
+	// latency[t] times the lookups answered by tier t that left L1.
+	latency [len(tierNames)]histogram
+	fanout  histogram
 }
 
 // histogram counts durations in logarithmic buckets 10% wide, from 1 µs to
