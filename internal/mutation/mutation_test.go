@@ -11,8 +11,9 @@ func TestGuardString(t *testing.T) {
 		{L1Generation, "L1Generation"},
 		{Resync, "Resync"},
 		{GapDetection, "GapDetection"},
+		{Tracking, "Tracking"},
 		{0, "Guard(0)"},
-		{numGuards + 1, "Guard(5)"},
+		{numGuards + 1, "Guard(6)"},
 	}
 	for _, tc := range tests {
 		if got := tc.g.String(); got != tc.want {
