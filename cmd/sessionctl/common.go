@@ -33,6 +33,11 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 // defaultTimeout bounds each Redis call of the incident commands.
 const defaultTimeout = 2 * time.Second
 
+// defaultListLimit is the default -limit of the commands that list a user's
+// sessions: enough to read, few enough that a user with 100,000 sessions
+// does not flood the terminal.
+const defaultListLimit = 20
+
 // redisFlags are the flags shared by the incident commands (inspect, revoke,
 // revoke-user, watch, stats, doctor): how to reach Redis, and the library
 // options that decide key names and what a revocation writes. They must

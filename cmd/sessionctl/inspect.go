@@ -59,18 +59,24 @@ type inspectReport struct {
 	UserSessions    []userSession     `json:"user_sessions,omitempty"`
 	UserRevokedAtMS *int64            `json:"user_revoked_at_ms,omitempty"`
 	UserRevokedAt   string            `json:"user_revoked_at,omitempty"`
+
+	// UserSessionsTotal is the size of the user's index; UserSessions
+	// lists the first -limit of them, sorted.
+	UserSessionsTotal int `json:"user_sessions_total,omitempty"`
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	var f redisFlags
 	f.register(fs)
+	limit := fs.Int("limit", defaultListLimit, "list at most this many of the user's sessions (0: all)")
 	setUsage(fs, "inspect [flags] <session-id>",
 		`Prints a device session as Redis holds it: the decoded record, its keys
 (with hash tags when -stripes > 1), its TTL, whether it is revoked and since
 when (Redis time), the other sessions in its user's index with their status,
 and the user's last user-wide revocation. A session Redis does not hold is
-reported as not found (exit status 1). An id starting with '-' follows "--".`)
+reported as not found (exit status 1). The user's sessions are listed up to
+-limit, sorted, with the count of the others.`)
 	pos, code := parseArgs(fs, args, stderr)
 	if code >= 0 {
 		return code
@@ -78,6 +84,9 @@ reported as not found (exit status 1). An id starting with '-' follows "--".`)
 	id, err := one(pos, "session id")
 	if err == nil {
 		err = checkID("session", id)
+	}
+	if err == nil && *limit < 0 {
+		err = fmt.Errorf("%w: -limit must be >= 0", errUsage)
 	}
 	if err != nil {
 		return fail(stderr, "inspect", err)
@@ -88,7 +97,7 @@ reported as not found (exit status 1). An id starting with '-' follows "--".`)
 	}
 	defer rdb.Close()
 
-	rep, err := inspect(ctx, c, rdb, id)
+	rep, err := inspectLimit(ctx, c, rdb, id, *limit)
 	if err != nil {
 		return fail(stderr, "inspect", err)
 	}
@@ -103,7 +112,7 @@ reported as not found (exit status 1). An id starting with '-' follows "--".`)
 	}
 	switch {
 	case !rep.Found:
-		fmt.Fprintf(stderr, "sessionctl inspect: session %s not found in Redis (expired, never filled, or another -prefix/-stripes)\n", session.Redact(id))
+		fmt.Fprintf(stderr, "sessionctl inspect: session %s not found in Redis (expired, never filled, or another -prefix/-stripes)\n", id)
 		return exitFailure
 	case rep.Invalid != "":
 		fmt.Fprintf(stderr, "sessionctl inspect: the record fails validation; lookups treat it as an error (never active)\n")
@@ -115,8 +124,14 @@ reported as not found (exit status 1). An id starting with '-' follows "--".`)
 	return exitOK
 }
 
-// inspect gathers the report on id.
+// inspect gathers the report on id, with every session of the user.
 func inspect(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient, id string) (inspectReport, error) {
+	return inspectLimit(ctx, c, rdb, id, 0)
+}
+
+// inspectLimit gathers the report on id, with at most limit of the user's
+// sessions (0: all).
+func inspectLimit(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient, id string, limit int) (inspectReport, error) {
 	l := c.Layout()
 	k := l.Stripe(id)
 	rep := inspectReport{
@@ -182,7 +197,7 @@ func inspect(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient
 	}
 	rep.Keys.UserSessions = l.UserSessionsKey(rep.UserID)
 	rep.Keys.UserRevoked = l.UserRevokedKey(rep.UserID)
-	if rep.UserSessions, err = userSessions(ctx, l, rdb, rep.Keys.UserSessions); err != nil {
+	if rep.UserSessions, rep.UserSessionsTotal, err = userSessions(ctx, l, rdb, rep.Keys.UserSessions, limit); err != nil {
 		return rep, err
 	}
 	marker, err := rdb.Get(ctx, rep.Keys.UserRevoked).Result()
@@ -200,14 +215,19 @@ func inspect(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient
 	return rep, nil
 }
 
-// userSessions lists a user's index with the status of each session, read
-// in pipelines of 100.
-func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, key string) ([]userSession, error) {
+// userSessions lists the first limit ids (0: all) of a user's index,
+// sorted, with the status of each session, read in pipelines of 100, and
+// returns the size of the index.
+func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, key string, limit int) ([]userSession, int, error) {
 	ids, err := rdb.SMembers(ctx, key).Result()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	slices.Sort(ids)
+	total := len(ids)
+	if limit > 0 && len(ids) > limit {
+		ids = ids[:limit]
+	}
 	out := make([]userSession, 0, len(ids))
 	for chunk := range slices.Chunk(ids, 100) {
 		pipe := rdb.Pipeline()
@@ -218,7 +238,7 @@ func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalC
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
+			return nil, 0, err
 		}
 		for i, sid := range chunk {
 			us := userSession{Session: sid, Status: "invalid"}
@@ -228,7 +248,7 @@ func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalC
 				case errors.Is(err, redis.Nil):
 					us.Status = "missing"
 				case err != nil:
-					return nil, err
+					return nil, 0, err
 				default:
 					if s, err := session.ParseStatus(st); err == nil {
 						us.Status = string(s)
@@ -238,7 +258,7 @@ func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalC
 			out = append(out, us)
 		}
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // printRaw prints the fields of a hash, sorted, with quotes.
@@ -296,7 +316,7 @@ func printInspect(w io.Writer, r inspectReport) {
 	if r.UserID == "" {
 		return
 	}
-	row("user sessions", "%s (%d)", r.Keys.UserSessions, len(r.UserSessions))
+	row("user sessions", "%s (%d)", r.Keys.UserSessions, max(r.UserSessionsTotal, len(r.UserSessions)))
 	for _, us := range r.UserSessions {
 		note := ""
 		switch {
@@ -310,6 +330,9 @@ func printInspect(w io.Writer, r inspectReport) {
 			name = strconv.Quote(name) // not a valid id: show its bytes safely
 		}
 		fmt.Fprintf(w, "  %-40s %s%s\n", name, us.Status, note)
+	}
+	if more := r.UserSessionsTotal - len(r.UserSessions); more > 0 {
+		fmt.Fprintf(w, "  … and %d more (-limit 0 lists them all)\n", more)
 	}
 	switch {
 	case r.UserRevokedAtMS != nil:

@@ -74,7 +74,7 @@ func TestInspect(t *testing.T) {
 			"user revoked  " + fmtMS(userRev.AtMS) + " (",
 			"user:u-8:revoked_at_ms",
 		}, ""},
-		{"missing", "nope-1", exitFailure, []string{"status        not found"}, "session nope… not found in Redis"},
+		{"missing", "nope-1", exitFailure, []string{"status        not found"}, "session nope-1 not found in Redis"},
 		{"hand-typed status", "bad-1", exitOK, []string{"status        revoked", "hand-edited   status is neither", `  status      "maybe"`, "ttl           NONE"},
 			"not in the documented form"},
 		{"invalid", "bad-2", exitFailure, []string{"status        INVALID: ", `  user_id     "u-9"`, "ttl           NONE"}, "fails validation"},
