@@ -79,7 +79,7 @@ func (c *config) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Stripes, "stripes", 1, "keyspace stripes (rediscache Options.Stripes; the same on every replica)")
 	fs.StringVar(&c.BackendURL, "backend", defaultBackendURL, "session backend base URL")
 	fs.StringVar(&c.Name, "name", "gatewayd-"+sanitizeName(host), "replica name: Redis client name (CLIENT SETNAME) and metrics label")
-	fs.StringVar(&c.PushToken, "push-token", "", "bearer token required on "+pushPath+" (empty: no authentication)")
+	fs.StringVar(&c.PushToken, "push-token", "", "bearer token required on "+pushPath+" and "+debugSessionsPath+"{id} (empty: no authentication)")
 	fs.DurationVar(&c.Skew, "skew", signing.DefaultWindow, "accepted difference between a request's timestamp and this clock, either way")
 	fs.IntVar(&c.L1Size, "l1-size", localcache.DefaultSize, "L1 entries")
 	fs.DurationVar(&c.L1TTL, "l1-ttl", localcache.DefaultTTL, "L1 entry lifetime")
@@ -133,6 +133,7 @@ type gateway struct {
 	log      *slog.Logger
 	rdb      redis.UniversalClient
 	backend  *backend.Client
+	l2       *rediscache.Cache
 	cache    *tiered.Cache
 	verifier *signing.Verifier
 	reg      *prometheus.Registry
@@ -175,13 +176,13 @@ func newGateway(cfg config) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	l2, err := rediscache.New(g.rdb, rediscache.Options{Prefix: cfg.Prefix, Stripes: cfg.Stripes, Logger: g.log})
+	g.l2, err = rediscache.New(g.rdb, rediscache.Options{Prefix: cfg.Prefix, Stripes: cfg.Stripes, Logger: g.log})
 	if err != nil {
 		_ = g.rdb.Close()
 		return nil, err
 	}
 	g.cache, err = tiered.New(tiered.Options{
-		Redis:      l2,
+		Redis:      g.l2,
 		Backend:    g.backend,
 		Local:      localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
 		StaleBound: cfg.StaleBound,
@@ -200,6 +201,7 @@ func newGateway(cfg config) (*gateway, error) {
 	g.mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
 	g.mux.HandleFunc("GET /healthz", g.serveHealth)
 	g.mux.HandleFunc("POST "+pushPath, g.servePush)
+	g.mux.HandleFunc(debugSessionsPath+"{id...}", g.serveDebugSession)
 	g.mux.HandleFunc("/", g.serveAuthenticated)
 	return g, nil
 }

@@ -25,6 +25,17 @@
 //	                      calls MarkRevoked or MarkAllRevokedForUser and
 //	                      answers 202. With -push-token it requires
 //	                      "Authorization: Bearer <token>".
+//	GET  /debug/sessions/{id}
+//	                      what this replica would do now with a request of
+//	                      session {id}, as JSON: "decision" (accept,
+//	                      reject_revoked, reject_unknown, deny_error), the
+//	                      "tier" that decides (l1, l2, backend, none) and
+//	                      what L1, Redis and the backend hold. It changes
+//	                      no cache: L1 is peeked, Redis read with HGETALL,
+//	                      the backend asked with one GET, nothing filled or
+//	                      counted. It takes the same bearer token as the
+//	                      push; an invalid id is a 400. `sessionctl inspect
+//	                      <id> -gateways URL,...` asks every replica.
 //
 // Logs are JSON lines on stderr (log/slog) and never hold a full session id.
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
@@ -107,7 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // accepting, waits for requests in flight and closes the gateway.
 func (g *gateway) serve(ctx context.Context, ln net.Listener) error {
 	if g.cfg.PushToken == "" {
-		g.log.Warn("no -push-token: anyone who reaches " + pushPath + " can revoke sessions")
+		g.log.Warn("no -push-token: anyone who reaches " + pushPath + " can revoke sessions, and " +
+			debugSessionsPath + " answers anyone")
 	}
 	g.waitSynced(ctx)
 	srv := &http.Server{
