@@ -2,6 +2,8 @@ package tiered
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +97,74 @@ func TestHandEditsReachL1(t *testing.T) {
 	}
 	if n := replicas[1].Stats().KeysChanged; n == 0 {
 		t.Errorf("Stats().KeysChanged = 0, want > 0")
+	}
+}
+
+// TestTrackingCostPerFill measures what tracking costs a fill: the
+// invalidation messages every replica receives (a fill writes the key) and
+// the Redis reads they cause, and checks that a replica's own fill leaves
+// its fresh entry in L1.
+func TestTrackingCostPerFill(t *testing.T) {
+	const fills = 200
+	e := newEnv(t)
+	ctx := context.Background()
+	replicas := []*replica{
+		e.replica(t, "f1", testHooks{}), e.replica(t, "f2", testHooks{}), e.replica(t, "f3", testHooks{}),
+	}
+	hgetall := func() int64 {
+		t.Helper()
+		info, err := e.rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(info) {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_hgetall:calls="); ok {
+				n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	before := make([]int64, len(replicas))
+	for i, r := range replicas {
+		before[i] = r.Stats().KeysChanged
+	}
+	reads := hgetall()
+	ids := make([]string, fills)
+	for i := range ids {
+		rec, _ := e.backend.NewSession("user-cost")
+		ids[i] = rec.DeviceSessionID
+		if _, tier, err := replicas[0].LookupTier(ctx, ids[i]); err != nil || tier != TierBackend {
+			t.Fatalf("LookupTier = %v, %v; want an answer from the backend", tier, err)
+		}
+	}
+	// Every replica hears of every fill; wait for the last ones.
+	deadline := time.Now().Add(5 * time.Second)
+	for i, r := range replicas {
+		for r.Stats().KeysChanged-before[i] < fills {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d heard of %d of %d fills", i, r.Stats().KeysChanged-before[i], fills)
+			}
+			time.Sleep(time.Millisecond) // the counter has no hook
+		}
+	}
+	// Each lookup read Redis once before asking the backend, and the fill
+	// script ends with an HGETALL (commandstats counts a script's calls).
+	extra := hgetall() - reads - 2*fills
+	for _, id := range ids {
+		if rec, ok := replicas[0].l1.Peek(id); !ok || rec.Status != session.StatusActive {
+			t.Fatalf("the filling replica's L1 holds %+v (present %v) after its own fill, want it active", rec, ok)
+		}
+	}
+	for i, r := range replicas {
+		got := float64(r.Stats().KeysChanged-before[i]) / fills
+		t.Logf("replica %d: %.2f invalidations received per fill", i, got)
+		if got > 1.5 {
+			t.Errorf("replica %d: %.2f invalidations per fill, want about 1", i, got)
+		}
+	}
+	t.Logf("Redis reads caused by tracking: %.2f per fill (the filling replica re-reads its own write once: in the subscriber, or in the lookup when the invalidation came first)", float64(extra)/fills)
+	if extra > fills+fills/10 {
+		t.Errorf("%d extra HGETALLs for %d fills, want about one each", extra, fills)
 	}
 }
