@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,17 +33,19 @@ type binaries struct {
 	gatewayd, sessionctl string
 }
 
-// goTool returns the go command of the toolchain running the test, or the
-// one on PATH.
+// goTool returns the go command: the one in $GOROOT/bin (go test sets
+// GOROOT for the tests it runs), else the one on PATH.
 func goTool(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
 	}
 	p, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("no go command in GOROOT (%s) or on PATH: %v", runtime.GOROOT(), err)
+		t.Fatalf("no go command in $GOROOT/bin or on PATH: %v", err)
 	}
 	return p
 }

@@ -81,9 +81,8 @@ type Server struct {
 	password string   // Options.Password
 	args     []string // extra command-line arguments after the config file
 
-	mu  sync.Mutex // guards cmd and log
+	mu  sync.Mutex // guards cmd
 	cmd *exec.Cmd
-	log string
 }
 
 // Binary returns the path of redis-server, failing tb when it is missing.
