@@ -63,6 +63,11 @@ type inspectReport struct {
 	// UserSessionsTotal is the size of the user's index; UserSessions
 	// lists the first -limit of them, sorted.
 	UserSessionsTotal int `json:"user_sessions_total,omitempty"`
+
+	// Backend is the backend's answer for the session (-backend).
+	Backend *backendReport `json:"backend,omitempty"`
+	// Gateways are the gateways' answers (-gateways), in the order given.
+	Gateways []gatewayReport `json:"gateways,omitempty"`
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -70,13 +75,15 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	var f redisFlags
 	f.register(fs)
 	limit := fs.Int("limit", defaultListLimit, "list at most this many of the user's sessions (0: all)")
+	var gf gatewayFlags
+	gf.register(fs)
 	setUsage(fs, "inspect [flags] <session-id>",
 		`Prints a device session as Redis holds it: the decoded record, its keys
 (with hash tags when -stripes > 1), its TTL, whether it is revoked and since
 when (Redis time), the other sessions in its user's index with their status,
 and the user's last user-wide revocation. A session Redis does not hold is
 reported as not found (exit status 1). The user's sessions are listed up to
--limit, sorted, with the count of the others.`)
+-limit, sorted, with the count of the others.`+"\n"+gatewayUsage)
 	pos, code := parseArgs(fs, args, stderr)
 	if code >= 0 {
 		return code
@@ -91,6 +98,11 @@ reported as not found (exit status 1). The user's sessions are listed up to
 	if err != nil {
 		return fail(stderr, "inspect", err)
 	}
+	ask, err := gf.open(f.timeout)
+	if err != nil {
+		return fail(stderr, "inspect", err)
+	}
+	defer ask.close()
 	c, rdb, err := f.open(ctx, "sessionctl-inspect")
 	if err != nil {
 		return fail(stderr, "inspect", err)
@@ -101,6 +113,7 @@ reported as not found (exit status 1). The user's sessions are listed up to
 	if err != nil {
 		return fail(stderr, "inspect", err)
 	}
+	ask.ask(ctx, &rep, id)
 	if f.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -109,7 +122,9 @@ reported as not found (exit status 1). The user's sessions are listed up to
 		}
 	} else {
 		printInspect(stdout, rep)
+		printGateways(stdout, rep)
 	}
+	verdict := gatewayVerdict(stderr, rep)
 	switch {
 	case !rep.Found:
 		fmt.Fprintf(stderr, "sessionctl inspect: session %s not found in Redis (expired, never filled, or another -prefix/-stripes)\n", id)
@@ -121,7 +136,7 @@ reported as not found (exit status 1). The user's sessions are listed up to
 		fmt.Fprintf(stderr, "sessionctl inspect: the record is not in the documented form (%s); replicas serve it as revoked. "+
 			"To keep it revoked: redis-cli HSET %s status revoked\n", rep.Irregular, rep.Keys.Session)
 	}
-	return exitOK
+	return verdict
 }
 
 // inspect gathers the report on id, with every session of the user.
