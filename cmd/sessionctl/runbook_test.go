@@ -350,6 +350,12 @@ func TestRunbook(t *testing.T) {
 	if be.Calls() != 0 {
 		t.Fatalf("the backend was called %d times; every session should come from Redis", be.Calls())
 	}
+	// The replicas are tiered caches, not gatewayd processes: each answers
+	// inspect -gateways through a stand-in of gatewayd's debug endpoint.
+	var gateways []string
+	for i, rep := range r.replicas {
+		gateways = append(gateways, replicaDebugServer(t, "gatewayd-"+strconv.Itoa(i+1), rep, r.lib).URL)
+	}
 
 	base := map[string]string{"<id>": "dev-1", "<uid>": "u-1"}
 	sections := map[string]map[string]string{
@@ -358,7 +364,8 @@ func TestRunbook(t *testing.T) {
 		"Check the deployment":       {"<n>": "3"},
 		"Redis Cluster": {"<id>": "dev-c1", "<uid>": "u-c2",
 			"<k>": strconv.Itoa(r.clib.Layout().Stripe("dev-c1")), "<j>": strconv.Itoa(r.clib.Layout().Stripe("u-c2"))},
-		"Key prefix": {"<id>": "dev-p1"},
+		"Key prefix":                        {"<id>": "dev-p1"},
+		"Is a session rejected everywhere?": {"<urls>": strings.Join(gateways, ",")},
 	}
 	if sections["Redis Cluster"]["<k>"] == sections["Redis Cluster"]["<j>"] {
 		t.Fatalf("dev-c1 and u-c2 share stripe %s; pick ids on different stripes so the keys differ", sections["Redis Cluster"]["<k>"])
@@ -463,6 +470,13 @@ func TestRunbook(t *testing.T) {
 				t.Errorf("%s printed %q, want one 0 per session", line, out)
 			}
 			r.awaitRevoked(ids...)
+		},
+		"sessionctl inspect <id> -gateways <urls>": func(c runbookCmd, line string, v map[string]string) {
+			// After the hand revocation above, every replica rejects from L1.
+			out := r.ctlOut(line)
+			for i, u := range strings.Split(v["<urls>"], ",") {
+				wantRows(t, out, u+" gatewayd-"+strconv.Itoa(i+1)+" reject_revoked l1 revoked")
+			}
 		},
 		"redis-cli PUBSUB NUMSUB session_invalidation": func(c runbookCmd, line string, v map[string]string) {
 			if out := r.cliOut(line); out != "session_invalidation\n3\n" {
