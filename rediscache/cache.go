@@ -1,6 +1,7 @@
 package rediscache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,9 @@ const (
 	DefaultCallTimeout = 250 * time.Millisecond
 	DefaultWaitTimeout = 100 * time.Millisecond
 )
+
+// readSlots is how many pipelines of reads Get keeps in flight at once.
+const readSlots = 2
 
 // maxWarned bounds the session keys remembered as logged by warnIrregular.
 const maxWarned = 1024
@@ -138,6 +142,7 @@ type Cache struct {
 	opts   Options
 	layout Layout
 	store  storeState // counters and test hook of the data operations (store.go)
+	reads  *reads     // Get's pipelined reads (batch.go)
 }
 
 var _ session.Cache = (*Cache)(nil)
@@ -162,6 +167,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{rdb: rdb, opts: opts, layout: layout}
+	c.reads = newReads(rdb, readSlots, func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), opts.CallTimeout)
+	})
 	c.store.warned, _ = lru.New[string, struct{}](maxWarned) // fails only for a size <= 0
 	return c, nil
 }

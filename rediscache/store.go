@@ -197,9 +197,7 @@ func (c *Cache) Get(ctx context.Context, id string) (session.Record, error) {
 	if err := session.ValidateID(id); err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: get: %w", err)
 	}
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	h, err := c.rdb.HGetAll(cctx, c.layout.SessionKey(id)).Result()
+	h, err := c.reads.hgetall(ctx, c.layout.SessionKey(id))
 	switch {
 	case errors.Is(err, redis.Nil) || (err == nil && len(h) == 0):
 		return session.Record{}, fmt.Errorf("rediscache: get %s: %w", session.Redact(id), session.ErrNotFound)
