@@ -309,7 +309,8 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	gateways := fs.String("gateways", "", "comma-separated gateway base URLs to push revocations to (http://a:8080,http://b:8080)")
 	file := fs.String("sessions-file", "", "JSON array of session records to serve from the start (read once)")
 	token := fs.String("push-token", "", "bearer token sent with every push (the gateways' -push-token)")
-	setUsage(fs, "backend [flags]", `A TEST session backend, in memory, without authentication: never expose it.
+	asJSON := fs.Bool("json", false, jsonUsage+`; the start line is {"listening":...}, and the log lines on stderr are JSON either way`)
+	setUsageStatuses(fs, "backend [flags]", `A TEST session backend, in memory, without authentication: never expose it.
 
   GET  /api/v1/internal/sessions/{id}   the endpoint the library calls
   POST /admin/sessions?user=U           create a session; the answer holds its
@@ -317,37 +318,44 @@ func runBackend(ctx context.Context, args []string, stdout, stderr io.Writer) in
   POST /admin/sessions/{id}/revoke      revoke one session, push it to every gateway
   POST /admin/users/{uid}/revoke        revoke a user's sessions, push to every gateway
 
-A revoke answers 200 when every gateway accepted the push, 502 otherwise.`)
+A revoke answers 200 when every gateway accepted the push, 502 otherwise.
+It serves until interrupted.`, `
+exit status:
+  0  interrupted, and shut down cleanly
+  1  it could not listen, or serving failed
+  2  bad usage or input (a bad -gateways URL, an unreadable -sessions-file)
+`)
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sessionctl backend: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	opts := backendOptions{Gateways: splitGateways(*gateways), PushToken: *token, Logger: logger}
 	if *file != "" {
 		recs, err := loadSessionsFile(*file)
 		if err != nil {
-			fmt.Fprintf(stderr, "sessionctl backend: %v\n", err)
+			report(stderr, "backend", exitUsage, err.Error())
 			return exitUsage
 		}
 		opts.Records = recs
 	}
 	b, err := newTestBackend(opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl backend: %v\n", err)
+		report(stderr, "backend", exitUsage, err.Error())
 		return exitUsage
 	}
 	defer b.Close()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl backend: %v\n", err)
+		report(stderr, "backend", exitFailure, err.Error())
 		return exitFailure
 	}
 	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "test backend listening on %s (%d sessions, %d gateways)\n", ln.Addr(), len(opts.Records), len(opts.Gateways))
+	if *asJSON {
+		line, _ := json.Marshal(map[string]any{"listening": ln.Addr().String(), "sessions": len(opts.Records), "gateways": len(opts.Gateways)}) // always encodes
+		fmt.Fprintf(stdout, "%s\n", line)
+	} else {
+		fmt.Fprintf(stdout, "test backend listening on %s (%d sessions, %d gateways)\n", ln.Addr(), len(opts.Records), len(opts.Gateways))
+	}
 	return serveBackend(ctx, srv, ln, stderr)
 }
 
@@ -357,7 +365,7 @@ func serveBackend(ctx context.Context, srv *http.Server, ln net.Listener, stderr
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		fmt.Fprintf(stderr, "sessionctl backend: %v\n", err)
+		report(stderr, "backend", exitFailure, err.Error())
 		return exitFailure
 	case <-ctx.Done():
 	}
@@ -367,7 +375,7 @@ func serveBackend(ctx context.Context, srv *http.Server, ln net.Listener, stderr
 		fmt.Fprintf(stderr, "sessionctl backend: shutdown: %v\n", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintf(stderr, "sessionctl backend: %v\n", err)
+		report(stderr, "backend", exitFailure, err.Error())
 		return exitFailure
 	}
 	return exitOK

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,13 +63,16 @@ func (f *redisFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.sessionTTL, "session-ttl", rediscache.DefaultSessionTTL, "minimum lifetime of a revoked record (rediscache Options.SessionTTL)")
 	fs.DurationVar(&f.fillWindow, "fill-window", rediscache.DefaultFillWindow, "fills refused after a user-wide revocation (rediscache Options.FillWindow)")
 	fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "bound on the connection check and on each library call (read, revoke); must be under -fill-window/4")
-	fs.BoolVar(&f.json, "json", false, "print JSON instead of text")
+	fs.BoolVar(&f.json, "json", false, jsonUsage)
 }
 
 // layout returns the key layout the flags describe. It needs no Redis.
 func (f *redisFlags) layout() (rediscache.Layout, error) {
 	return rediscache.NewLayout(f.prefix, f.channel, f.stripes)
 }
+
+// jsonUsage is the -json flag's help.
+const jsonUsage = `print JSON on stdout; an error is then {"command":...,"error":...,"exit":N} on stdout`
 
 // errUsage marks an error caused by the command line (exit status 2).
 var errUsage = errors.New("bad usage")
@@ -108,6 +113,9 @@ func (f *redisFlags) open(ctx context.Context, clientName string) (*rediscache.C
 	defer cancel()
 	if err := redisconn.Ping(pctx, rdb); err != nil {
 		_ = rdb.Close()
+		if answer, ok := protocolError(err); ok {
+			return nil, nil, fmt.Errorf("not a Redis server at %s: it answered %s (check the -redis host and port)", urlHost(f.conn.URL), answer)
+		}
 		if errors.Is(err, context.DeadlineExceeded) && strings.HasPrefix(f.conn.URL, "rediss://") {
 			// A TLS client waits for a handshake that a plaintext port
 			// never answers.
@@ -118,11 +126,37 @@ func (f *redisFlags) open(ctx context.Context, clientName string) (*rediscache.C
 	return c, rdb, nil
 }
 
-// fail prints a one-line error and returns the exit status it deserves
-// (see describe).
+// protocolError reports whether err is go-redis failing to read a reply
+// in the Redis protocol, as when the port belongs to an HTTP server, and
+// returns the start of what the server answered, quoted as go-redis
+// quotes it (at most 100 bytes, control bytes escaped).
+func protocolError(err error) (string, bool) {
+	msg := err.Error()
+	if !strings.Contains(msg, "redis: can't parse") && !strings.Contains(msg, "redis: invalid reply") {
+		return "", false
+	}
+	if i := strings.IndexByte(msg, '"'); i >= 0 {
+		if q, err := strconv.QuotedPrefix(msg[i:]); err == nil {
+			return q, true
+		}
+	}
+	return "an unreadable reply", true
+}
+
+// urlHost is the host:port of a Redis URL, without credentials.
+func urlHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "the -redis address"
+	}
+	return u.Host
+}
+
+// fail reports an error (see report: one line, or JSON with -json) and
+// returns the exit status it deserves (see describe).
 func fail(stderr io.Writer, name string, err error) int {
 	code, msg := describe(err)
-	fmt.Fprintf(stderr, "sessionctl %s: %s\n", name, msg)
+	report(stderr, name, code, msg)
 	return code
 }
 
@@ -158,40 +192,6 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// parseArgs parses flags placed before or after the positional arguments
-// (`inspect dev-1 -json` and `inspect -json dev-1` both work) and returns
-// the positional arguments. A status >= 0 means stop with it.
-func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int) {
-	var pos []string
-	for {
-		if code := parseFlags(fs, args, stderr); code >= 0 {
-			return nil, code
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, -1
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// setUsage installs a -h text: the synopsis, what the command does, its
-// flags and the exit statuses common to the incident commands.
-func setUsage(fs *flag.FlagSet, synopsis, about string) {
-	setUsageStatuses(fs, synopsis, about, exitCodesHelp)
-}
-
-// setUsageStatuses is setUsage with a command's own exit statuses text.
-func setUsageStatuses(fs *flag.FlagSet, synopsis, about, statuses string) {
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "usage: sessionctl %s\n\n%s\n\nflags:\n", synopsis, about)
-		fs.PrintDefaults()
-		fmt.Fprint(w, statuses)
-	}
-}
-
 const exitCodesHelp = `
 exit status:
   0  success
@@ -208,10 +208,19 @@ func checkID(what, id string) error {
 	return session.ValidateID(id)
 }
 
-// one returns the single positional argument, or a usage error.
+// one returns the single positional argument, or a usage error. An extra
+// argument that starts with '-' is likely a mistyped flag, taken as an id
+// (see idsHelp): the error says so.
 func one(pos []string, what string) (string, error) {
 	if len(pos) != 1 {
-		return "", fmt.Errorf("%w: want exactly one %s, got %d arguments", errUsage, what, len(pos))
+		hint := ""
+		for _, a := range pos {
+			if strings.HasPrefix(a, "-") && len(pos) > 1 {
+				hint = fmt.Sprintf(" (%q is taken as an id: there is no flag %s)", a, a)
+				break
+			}
+		}
+		return "", fmt.Errorf("%w: want exactly one %s, got %d arguments%s", errUsage, what, len(pos), hint)
 	}
 	return pos[0], nil
 }
@@ -258,7 +267,7 @@ func fmtAge(d time.Duration) string {
 
 // isTerminal reports whether w is a character device, such as a terminal.
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := underlying(w).(*os.File)
 	if !ok {
 		return false
 	}

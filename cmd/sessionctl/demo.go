@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -95,7 +94,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.replicas, "replicas", demoDefaultReplicas, "number of tiered replicas in the process")
 	fs.IntVar(&cfg.sessions, "sessions", demoDefaultSessions, fmt.Sprintf("number of seeded sessions (%d per user)", demoSessionsPerUser))
 	fs.DurationVar(&cfg.duration, "duration", demoDefaultDuration, "length of the workload")
-	fs.BoolVar(&cfg.json, "json", false, "print the result as JSON (no progress line)")
+	fs.BoolVar(&cfg.json, "json", false, jsonUsage+" (no progress line)")
 	fs.BoolVar(&cfg.progress, "progress", false, "show the progress line even when stderr is not a terminal")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the workload: which sessions are asked for and which are revoked")
 	fs.Usage = func() {
@@ -113,7 +112,7 @@ MarkRevoked or MarkAllRevokedForUser). The run ends with a table per replica.
 
 flags:
 `)
-		fs.PrintDefaults()
+		printDefaults(w, fs)
 		fmt.Fprint(w, `
 exit status:
   0  every revocation reached every replica and no request was wrongly accepted
@@ -125,23 +124,19 @@ exit status:
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sessionctl demo: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintf(stderr, "sessionctl demo: %v\n", err)
+		report(stderr, "demo", exitUsage, err.Error())
 		return exitUsage
 	}
 	if cfg.json {
 		cfg.progress = false
 	} else if !cfg.progress {
-		cfg.progress = demoIsTerminal(stderr)
+		cfg.progress = isTerminal(stderr)
 	}
 
 	env, err := startDemoEnv(ctx, cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl demo: %s\n", demoOneLine(err))
+		report(stderr, "demo", exitFailure, demoOneLine(err))
 		return exitFailure
 	}
 	res := runDemoWorkload(ctx, env, cfg, stderr)
@@ -150,14 +145,14 @@ exit status:
 	}
 	if cfg.json {
 		if err := res.writeJSON(stdout); err != nil {
-			fmt.Fprintf(stderr, "sessionctl demo: %v\n", err)
+			report(stderr, "demo", exitFailure, err.Error())
 			return exitFailure
 		}
 	} else {
 		res.writeTable(stdout)
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "sessionctl demo: interrupted")
+		report(stderr, "demo", exitFailure, "interrupted")
 		return exitFailure
 	}
 	return res.ExitCode
@@ -336,17 +331,6 @@ func demoRedisHost(raw string) string {
 		return "(unparsed URL)"
 	}
 	return o.Addr
-}
-
-// demoIsTerminal reports whether w is a character device, such as a
-// terminal.
-func demoIsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // demoOneLine keeps an error message on one line.

@@ -202,14 +202,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 On Redis Cluster every node is checked (CONFIG and ACLs are per node).
 Each check is bounded by -timeout. -json prints the checks as a JSON array.`, doctorExitCodesHelp)
-	pos, code := parseArgs(fs, args, stderr)
-	if code >= 0 {
+	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	var err error
 	switch {
-	case len(pos) != 0:
-		err = fmt.Errorf("%w: doctor takes no arguments", errUsage)
 	case o.role != roleGateway && o.role != roleOperator:
 		err = fmt.Errorf("%w: -role must be %s or %s, not %q", errUsage, roleGateway, roleOperator, o.role)
 	case o.expectReplicas < 0:

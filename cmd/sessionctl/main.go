@@ -10,26 +10,34 @@
 //	sessionctl watch                        print invalidations as they arrive
 //	sessionctl stats                        sessions by status, memory, listeners
 //	sessionctl doctor                       check the Redis a deployment relies on
+//	sessionctl help <command>               a command's flags and exit statuses
 //
-// Run `sessionctl <command> -h` for a command's flags. Exit status: 0 success;
-// 1 the operation failed (Redis unreachable, wrong password, TLS failure; for
-// doctor, a check failed); 2 bad usage or bad input (such as an invalid
-// session id); 3 the demo saw a revoked session accepted; 4 revoked in Redis
-// only: revoke or revoke-user wrote the revocation, but the backend (-backend
-// or SESSIONCTL_BACKEND) still answers active for the session, so the
+// Flags may come before or after the arguments. An argument that starts
+// with '-' and is not one of the command's flags is an id, so backend ids
+// such as -LNc_te8x need no quoting; after "--", every argument is an id.
+// With -json a command prints one JSON value on stdout, an error included:
+// {"command":"revoke","error":"...","exit":2}.
+//
+// Exit status: 0 success; 1 the operation failed (Redis unreachable or not
+// a Redis server, wrong password, TLS failure, a session not found; for
+// doctor, a check failed); 2 bad usage or bad input (such as an invalid session id); 3 the
+// demo saw a revoked session accepted; 4 revoked in Redis only: revoke or
+// revoke-user wrote the revocation, but the backend (-backend or
+// SESSIONCTL_BACKEND) still answers active for the session, so the
 // revocation is lost with its Redis record (flush, eviction, restart without
 // persistence, DEL) until the backend revokes the session too.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
+	"strconv"
 	"syscall"
 )
 
@@ -43,6 +51,20 @@ const (
 	// not know (it still answers active).
 	exitRedisOnly = 4
 )
+
+// exitStatusHelp is the exit status list of the top-level usage and of the
+// README.
+const exitStatusHelp = `exit status:
+  0  success
+  1  the operation failed: Redis unreachable or not a Redis server,
+     credentials refused, TLS failure, a session not found, a doctor check
+     failed
+  2  bad usage or input, such as an invalid id (no Redis command is sent)
+  3  demo: a request was accepted after its session's revocation reached
+     the replica
+  4  revoke, revoke-user: revoked in Redis only: the backend still answers
+     active
+`
 
 // command is one subcommand. run returns the exit status.
 type command struct {
@@ -64,46 +86,84 @@ func main() {
 	os.Exit(code)
 }
 
+// dispatch runs the command args name. The command gets stdout through a
+// countingWriter and stderr as a console (see report).
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stderr)
 		return exitOK
 	}
 	cmd, ok := commands[args[0]]
+	out := &countingWriter{w: stdout}
+	con := &console{Writer: stderr, stdout: out, json: jsonRequested(args[1:])}
 	if !ok {
-		fmt.Fprintf(stderr, "sessionctl: unknown command %q\n", args[0])
-		usage(stderr)
+		report(con, "", exitUsage, fmt.Sprintf("unknown command %s; sessionctl help lists the commands", strconv.Quote(args[0])))
 		return exitUsage
 	}
-	return cmd.run(ctx, args[1:], stdout, stderr)
+	return cmd.run(ctx, args[1:], out, con)
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: sessionctl <command> [flags] [args]")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	fmt.Fprint(w, "usage: sessionctl <command> [flags] [args]\n\ncommands:\n")
+	for _, n := range commandNames() {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "exit status: 0 ok, 1 failed, 2 bad usage or input, 3 demo saw a revoked session accepted,")
-	fmt.Fprintln(w, "             4 revoked in Redis only: the backend still answers active")
+	fmt.Fprint(w, `
+Flags may come before or after the arguments. An argument that starts with
+'-' and is not one of the command's flags is an id (sessionctl revoke
+-LNc_te8x); after --, every argument is an id. With -json, a command prints
+one JSON value on stdout, an error included:
+{"command":...,"error":...,"exit":N}. "sessionctl help <command>" prints a
+command's flags and exit statuses.
+
+`)
+	fmt.Fprint(w, exitStatusHelp)
 }
 
-// parseFlags parses a subcommand's flags; it returns the exit status to
-// use when parsing stopped (help or error), or -1 to continue.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
+// commandNames returns the registered commands, sorted.
+func commandNames() []string {
+	return slices.Sorted(maps.Keys(commands))
+}
+
+func init() {
+	register("help", "print the usage, or a command's flags and exit statuses", runHelp)
+}
+
+// runHelp prints the usage, or "help <command>": the command's -h text, on
+// stdout.
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("help", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), "usage: sessionctl help [command]\n") }
+	if jsonRequested(args) {
+		report(stderr, "help", exitUsage, "help prints text: -json does not apply")
 		return exitUsage
 	}
-	return -1
+	pos, code := parseArgs(fs, args, stderr)
+	if code >= 0 {
+		return code
+	}
+	switch {
+	case len(pos) == 0:
+		usage(stdout)
+		return exitOK
+	case len(pos) > 1:
+		report(stderr, "help", exitUsage, "want at most one command")
+		return exitUsage
+	}
+	cmd, ok := commands[pos[0]]
+	if !ok || pos[0] == "help" {
+		if !ok {
+			report(stderr, "help", exitUsage, fmt.Sprintf("unknown command %s; sessionctl help lists the commands", strconv.Quote(pos[0])))
+			return exitUsage
+		}
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK
+	}
+	return cmd.run(ctx, []string{"-h"}, stdout, &console{Writer: stdout, stdout: &countingWriter{w: stdout}})
 }

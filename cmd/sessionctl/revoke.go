@@ -114,7 +114,7 @@ RevokeSession): one Lua script sets status revoked (a tombstone if Redis has
 no record), keeps an earlier revoked_at_ms, sets the TTL to at least
 -session-ttl, takes the stripe's next seq, appends to the stripe's log and
 PUBLISHes the message, which it prints with the receiver count. Revoking a
-revoked session publishes again. An id starting with '-' follows "--".`+backendHelp, revokeExitCodesHelp)
+revoked session publishes again.`+backendHelp, revokeExitCodesHelp)
 	} else {
 		setUsageStatuses(fs, "revoke-user [flags] <user-id>",
 			`Revokes every session of a user exactly as the library does (rediscache

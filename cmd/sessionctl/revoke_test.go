@@ -354,7 +354,7 @@ func TestRevokeHelpDocumentsBackend(t *testing.T) {
 		}
 	}
 	_, _, stderr := runCmd(t)
-	if !strings.Contains(stderr, "4 revoked in Redis only: the backend still answers active") {
+	if !strings.Contains(stderr, "4  revoke, revoke-user: revoked in Redis only: the backend still answers") {
 		t.Errorf("sessionctl's usage does not list exit status 4:\n%s", stderr)
 	}
 }

@@ -44,40 +44,74 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	method := fs.String("method", http.MethodGet, "HTTP method")
 	data := fs.String("data", "", "request body, or @file to read it from a file")
 	timeout := fs.Duration("timeout", signDefaultTimeout, "bound on the whole request")
-	setUsage(fs, "sign -key <b64|@file> -session <id> -url <url> [-method GET] [-data body|@file]",
+	asJSON := fs.Bool("json", false, jsonUsage)
+	setUsageStatuses(fs, "sign -key <b64|@file> -session <id> -url <url> [-method GET] [-data body|@file]",
 		`Sends one request with the headers `+signing.HeaderSessionID+`, `+signing.HeaderTimestamp+` and `+signing.HeaderSignature+`
 (Ed25519 over method, path and query, timestamp and body hash) and prints
-the status line and the body. Exit status 0 on a 2xx answer, 1 otherwise,
-2 for bad usage.`)
+the status line and the body. With -json it prints one object: proto,
+status, status_code, and body (JSON as it came) or body_text.`, `
+exit status:
+  0  a 2xx answer
+  1  another answer, or no answer (the gateway unreachable, a timeout)
+  2  bad usage or input (no request is sent)
+`)
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	req, err := buildSignedRequest(ctx, signArgs{key: *keyArg, session: *sid, url: *rawURL, method: *method, data: *data}, time.Now())
 	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl sign: %v\n", err)
+		report(stderr, "sign", exitUsage, err.Error())
 		return exitUsage
 	}
 	client := &http.Client{Timeout: *timeout}
 	resp, err := client.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl sign: %v\n", err)
+		report(stderr, "sign", exitFailure, err.Error())
 		return exitFailure
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, signMaxAnswer))
-	fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
-	stdout.Write(body)
-	if len(body) > 0 && body[len(body)-1] != '\n' {
-		fmt.Fprintln(stdout)
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, signMaxAnswer))
+	code := exitOK
+	if readErr != nil || resp.StatusCode/100 != 2 {
+		code = exitFailure
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "sessionctl sign: reading the answer: %v\n", err)
-		return exitFailure
+	if *asJSON {
+		ans := signAnswer{Proto: resp.Proto, Status: resp.Status, StatusCode: resp.StatusCode, Exit: code}
+		if json.Valid(body) {
+			ans.Body = body
+		} else {
+			ans.BodyText = string(body)
+		}
+		if readErr != nil {
+			ans.Error = "reading the answer: " + readErr.Error()
+		}
+		b, err := json.Marshal(ans)
+		if err != nil {
+			return fail(stderr, "sign", err)
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
+		stdout.Write(body)
+		if len(body) > 0 && body[len(body)-1] != '\n' {
+			fmt.Fprintln(stdout)
+		}
 	}
-	if resp.StatusCode/100 != 2 {
-		return exitFailure
+	if readErr != nil {
+		report(stderr, "sign", exitFailure, "reading the answer: "+readErr.Error())
 	}
-	return exitOK
+	return code
+}
+
+// signAnswer is sign's -json output.
+type signAnswer struct {
+	Proto      string          `json:"proto"`
+	Status     string          `json:"status"`
+	StatusCode int             `json:"status_code"`
+	Body       json.RawMessage `json:"body,omitempty"`      // a JSON body, as it came
+	BodyText   string          `json:"body_text,omitempty"` // any other body
+	Error      string          `json:"error,omitempty"`
+	Exit       int             `json:"exit"`
 }
 
 // signArgs are the command line of sign.

@@ -79,12 +79,8 @@ INFO memory used_memory_human, the channel's PUBSUB NUMSUB, and the
 connections in subscriber mode with their CLIENT SETNAME names (replicas
 name theirs). Progress goes to stderr every 10000 keys when it is a terminal
 or with -progress. SCAN is incremental and safe on a live server.`)
-	pos, code := parseArgs(fs, args, stderr)
-	if code >= 0 {
+	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
-	}
-	if len(pos) != 0 {
-		return fail(stderr, "stats", fmt.Errorf("%w: stats takes no arguments", errUsage))
 	}
 	if *batch <= 0 {
 		return fail(stderr, "stats", fmt.Errorf("%w: -scan-count must be positive", errUsage))

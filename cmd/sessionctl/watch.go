@@ -76,12 +76,8 @@ messages have no seq: they show "seq -". Connection losses and
 resubscriptions go to stderr; messages published meanwhile are lost (the
 next message of each stripe shows the gap). Runs until interrupted or
 -count messages.`)
-	pos, code := parseArgs(fs, args, stderr)
-	if code >= 0 {
+	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
-	}
-	if len(pos) != 0 {
-		return fail(stderr, "watch", fmt.Errorf("%w: watch takes no arguments", errUsage))
 	}
 	if *count < 0 || *heartbeat <= 0 {
 		return fail(stderr, "watch", fmt.Errorf("%w: -count must be >= 0 and -heartbeat positive", errUsage))
