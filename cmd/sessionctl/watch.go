@@ -38,11 +38,14 @@ type watchLine struct {
 	// clock corrected by the offset measured at start).
 	DelayMS *int64 `json:"delay_ms,omitempty"`
 	// GapExpected is the seq that should have come next on this stripe
-	// when a different one came: messages were lost (or the counter was
-	// reset).
+	// when a higher one came: messages were lost.
 	GapExpected uint64 `json:"gap_expected_seq,omitempty"`
-	Malformed   bool   `json:"malformed,omitempty"`
-	Bytes       *int   `json:"bytes,omitempty"` // payload length of a malformed message
+	// ResetAfter is the stripe's last seq when this one is not higher:
+	// the counter started again (Redis restarted without persistence, was
+	// flushed, or the key was deleted), which is not a loss of messages.
+	ResetAfter uint64 `json:"counter_reset_after_seq,omitempty"`
+	Malformed  bool   `json:"malformed,omitempty"`
+	Bytes      *int   `json:"bytes,omitempty"` // payload length of a malformed message
 }
 
 // watcher holds the state of one watch run: the sequence seen per stripe.
@@ -70,7 +73,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 prints one line per message: local receive time (UTC), the message fields,
 the fan-out delay (receive time minus at_ms, with the local clock corrected
 to Redis time), "GAP (expected seq N)" when a stripe's sequence skips (a
-message was lost, here or by the publisher's counter), and "MALFORMED (n bytes)"
+message was lost, here or by the publisher's counter), "COUNTER RESET" when
+it goes back (the counter started again: Redis restarted without
+persistence or was flushed, or the seq key was deleted), and "MALFORMED (n bytes)"
 for a payload that does not parse (its contents are not printed). Hand-typed
 messages have no seq: they show "seq -". Connection losses and
 resubscriptions go to stderr; messages published meanwhile are lost (the
@@ -208,7 +213,10 @@ func (w *watcher) handle(payload []byte) {
 	}
 	if m.Seq > 0 {
 		if last, ok := w.last[m.Stripe]; ok {
-			if m.Seq != last+1 {
+			switch {
+			case m.Seq <= last:
+				line.ResetAfter = last
+			case m.Seq != last+1:
 				line.GapExpected = last + 1
 			}
 		} else if b, ok := w.base[m.Stripe]; ok && m.Seq > b+1 {
@@ -250,6 +258,9 @@ func (w *watcher) print(l watchLine) {
 	}
 	if l.GapExpected > 0 {
 		fmt.Fprintf(&b, "  GAP (expected seq %d)", l.GapExpected)
+	}
+	if l.ResetAfter > 0 {
+		fmt.Fprintf(&b, "  COUNTER RESET (after seq %d: Redis restarted or flushed?)", l.ResetAfter)
 	}
 	fmt.Fprintln(w.out, b.String())
 }

@@ -144,19 +144,24 @@ func TestWatchEndsOnCancel(t *testing.T) {
 }
 
 // TestWatcherGapRules checks the sequence bookkeeping alone: per stripe,
-// hand-typed messages skipped, a counter that restarts flagged.
+// hand-typed messages skipped, a skip flagged as a gap, a counter that
+// goes back flagged as a reset and not as a gap.
 func TestWatcherGapRules(t *testing.T) {
 	msgs := []struct {
-		payload string
-		wantGap uint64
+		payload   string
+		wantGap   uint64
+		wantReset uint64
 	}{
-		{`{"session":"a","seq":5,"stripe":0}`, 0}, // first on stripe 0, base 4
-		{`{"session":"b","seq":1,"stripe":1}`, 0}, // stripe 1 starts
-		{`{"session":"c","seq":6,"stripe":0}`, 0},
-		{`{"session":"d"}`, 0}, // hand-typed: no seq
-		{`{"session":"e","seq":8,"stripe":0}`, 7},
-		{`{"session":"f","seq":3,"stripe":1}`, 2},
-		{`{"session":"g","seq":1,"stripe":0}`, 9}, // counter restarted
+		{`{"session":"a","seq":5,"stripe":0}`, 0, 0}, // first on stripe 0, base 4
+		{`{"session":"b","seq":1,"stripe":1}`, 0, 0}, // stripe 1 starts
+		{`{"session":"c","seq":6,"stripe":0}`, 0, 0},
+		{`{"session":"d"}`, 0, 0}, // hand-typed: no seq
+		{`{"session":"e","seq":8,"stripe":0}`, 7, 0},
+		{`{"session":"f","seq":3,"stripe":1}`, 2, 0},
+		{`{"session":"g","seq":1,"stripe":0}`, 0, 8}, // counter restarted
+		{`{"session":"h","seq":2,"stripe":0}`, 0, 0}, // and goes on from there
+		{`{"session":"i","seq":3,"stripe":1}`, 0, 3}, // the same seq again
+		{`{"session":"j","seq":6,"stripe":1}`, 4, 0}, // a gap after a reset
 	}
 	var out strings.Builder
 	w := &watcher{out: &out, json: true, last: map[int]uint64{}, base: map[int]uint64{0: 4, 1: 0}, now: time.Now}
@@ -169,8 +174,9 @@ func TestWatcherGapRules(t *testing.T) {
 		if err := json.Unmarshal([]byte(lines[i]), &l); err != nil {
 			t.Fatal(err)
 		}
-		if l.GapExpected != m.wantGap {
-			t.Errorf("handle(%s): gap_expected_seq %d, want %d", m.payload, l.GapExpected, m.wantGap)
+		if l.GapExpected != m.wantGap || l.ResetAfter != m.wantReset {
+			t.Errorf("handle(%s): gap_expected_seq %d, counter_reset_after_seq %d; want %d, %d",
+				m.payload, l.GapExpected, l.ResetAfter, m.wantGap, m.wantReset)
 		}
 	}
 }
@@ -240,5 +246,41 @@ func TestWatchResubscribesAfterKill(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("watch did not end after the second message; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	}
+}
+
+// TestWatchTellsACounterResetFromAGap checks that watch reports a sequence
+// that goes back (the counter started again) as a reset, not as a gap.
+func TestWatchTellsACounterResetFromAGap(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t, rediscache.Options{})
+	stdout, wait := startWatch(t, ctx, "-redis", e.url, "-count", "4")
+	for _, id := range []string{"dev-a", "dev-b"} { // seq 1, 2
+		if _, err := e.cache.RevokeSession(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.rdb.Del(ctx, e.cache.Layout().SeqKey(0)).Err(); err != nil { // as a flush or a restart would
+		t.Fatal(err)
+	}
+	for _, id := range []string{"dev-c", "dev-d"} { // seq 1 again, 2
+		if _, err := e.cache.RevokeSession(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code := wait(); code != exitOK {
+		t.Fatalf("watch: exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("watch printed %d lines, want 4:\n%s", len(lines), stdout.String())
+	}
+	if l := lines[2]; !strings.Contains(l, "session dev-c  stripe 0 seq 1") || !strings.Contains(l, "  COUNTER RESET (after seq 2: Redis restarted or flushed?)") || strings.Contains(l, "GAP") {
+		t.Errorf("line 3 = %q, want dev-c seq 1 flagged as a counter reset, not a gap", l)
+	}
+	for _, i := range []int{0, 1, 3} {
+		if strings.Contains(lines[i], "RESET") || strings.Contains(lines[i], "GAP") {
+			t.Errorf("line %d = %q, want neither a reset nor a gap", i+1, lines[i])
+		}
 	}
 }
