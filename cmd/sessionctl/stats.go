@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -56,8 +57,11 @@ type pubsubClient struct {
 
 // statsReport is what stats prints.
 type statsReport struct {
-	Pattern     string         `json:"pattern"`
+	Pattern string `json:"pattern"`
+	// Scanned counts the session keys (those matching Pattern); Visited
+	// every key SCAN returned.
 	Scanned     int64          `json:"scanned"`
+	Visited     int64          `json:"keys_visited"`
 	Sessions    sessionCounts  `json:"sessions"`
 	Channel     string         `json:"channel"`
 	Subscribers int64          `json:"subscribers"` // PUBSUB NUMSUB, summed over nodes
@@ -77,8 +81,11 @@ counts them by status: active, revoked, tombstones (revoked before any tier
 held the data), invalid, and keys without a TTL. It also prints each node's
 INFO memory used_memory_human, the channel's PUBSUB NUMSUB, and the
 connections in subscriber mode with their CLIENT SETNAME names (replicas
-name theirs). Progress goes to stderr every 10000 keys when it is a terminal
-or with -progress. SCAN is incremental and safe on a live server.`)
+name theirs). SCAN is incremental and safe on a live server; it walks every
+key of the database and counts those matching. Progress goes to stderr when
+it is a terminal or with -progress, every 10000 keys and at the end: keys
+scanned of the total (the DBSIZE figure, read from INFO keyspace), elapsed
+time and an estimate of the time left.`)
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -91,12 +98,8 @@ or with -progress. SCAN is incremental and safe on a live server.`)
 	}
 	defer rdb.Close()
 
-	var prog io.Writer
-	term := isTerminal(stderr)
-	if term || *progress {
-		prog = &lockedWriter{w: stderr}
-	}
-	rep, err := collectStats(ctx, c.Layout(), rdb, int64(*batch), prog, term)
+	prog := newProgress(*progress || isTerminal(stderr), stderr, "scanned", "keys", 0, progressEvery, time.Now)
+	rep, err := collectStats(ctx, c.Layout(), rdb, int64(*batch), prog)
 	if err != nil {
 		return fail(stderr, "stats", err)
 	}
@@ -123,26 +126,33 @@ func sessionPattern(l rediscache.Layout) string {
 	return k[:i] + "session:*"
 }
 
-func collectStats(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, batch int64, prog io.Writer, term bool) (statsReport, error) {
+func collectStats(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, batch int64, prog *progress) (statsReport, error) {
 	rep := statsReport{Pattern: sessionPattern(l), Channel: l.Channel(), Clients: []pubsubClient{}}
 	var (
 		mu      sync.Mutex // guards rep.Sessions, rep.Nodes, rep.Clients
 		scanned atomic.Int64
+		visited atomic.Int64
+		total   atomic.Int64
 	)
+	if prog != nil {
+		err := forEachNode(ctx, rdb, true, func(ctx context.Context, node *redis.Client) error {
+			n, err := keyCount(ctx, node)
+			total.Add(n)
+			return err
+		})
+		if err == nil { // else the progress goes without a total
+			prog.setTotal(total.Load())
+		}
+	}
 	err := forEachNode(ctx, rdb, true, func(ctx context.Context, node *redis.Client) error {
-		counts, n, err := scanNode(ctx, node, rep.Pattern, batch, func(delta int64) {
-			total := scanned.Add(delta)
-			if prog != nil && total/progressEvery != (total-delta)/progressEvery {
-				if term {
-					fmt.Fprintf(prog, "\rscanned %d keys", total)
-				} else {
-					fmt.Fprintf(prog, "scanned %d keys\n", total)
-				}
-			}
+		counts, n, err := scanNode(ctx, node, strings.TrimSuffix(rep.Pattern, "*"), batch, func(keys int64) {
+			visited.Add(keys)
+			prog.add(keys)
 		})
 		if err != nil {
 			return fmt.Errorf("scan %s: %w", node.Options().Addr, err)
 		}
+		scanned.Add(n)
 		mem, err := usedMemory(ctx, node)
 		if err != nil {
 			return err
@@ -153,12 +163,11 @@ func collectStats(ctx context.Context, l rediscache.Layout, rdb redis.UniversalC
 		rep.Nodes = append(rep.Nodes, nodeStats{Addr: node.Options().Addr, Master: true, UsedMemoryHuman: mem, Scanned: n})
 		return nil
 	})
-	if prog != nil && term && scanned.Load() >= progressEvery {
-		fmt.Fprintln(prog)
-	}
+	prog.finish()
 	if err != nil {
 		return rep, err
 	}
+	rep.Visited = visited.Load()
 	rep.Scanned = scanned.Load()
 
 	err = forEachNode(ctx, rdb, false, func(ctx context.Context, node *redis.Client) error {
@@ -203,38 +212,66 @@ func (s *sessionCounts) add(o sessionCounts) {
 	s.NoTTL += o.NoTTL
 }
 
-// scanNode counts one node's session hashes, reading each batch's hashes
-// and TTLs in one pipeline. A hash counts as invalid when DecodeHash, which
-// every lookup applies, rejects it. It calls scanned with each batch size.
-func scanNode(ctx context.Context, node *redis.Client, pattern string, batch int64, scanned func(int64)) (sessionCounts, int64, error) {
+// scanNode counts one node's session hashes, the keys that start with
+// prefix, reading each batch's hashes and TTLs in one pipeline. It SCANs
+// without MATCH, so that every key it visits counts towards the progress
+// (with MATCH, Redis visits as many but returns only the matches), and
+// calls visited with each batch's size. A hash counts as invalid when
+// DecodeHash, which every lookup applies, rejects it. It returns the
+// number of session keys.
+func scanNode(ctx context.Context, node *redis.Client, prefix string, batch int64, visited func(int64)) (sessionCounts, int64, error) {
 	var counts sessionCounts
 	var total int64
 	var cursor uint64
 	for {
-		keys, next, err := node.Scan(ctx, cursor, pattern, batch).Result()
+		keys, next, err := node.Scan(ctx, cursor, "", batch).Result()
 		if err != nil {
 			return counts, total, err
 		}
-		if len(keys) > 0 {
+		sessions := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return !strings.HasPrefix(k, prefix) })
+		if len(sessions) > 0 {
 			pipe := node.Pipeline()
-			hashes := make([]*redis.MapStringStringCmd, len(keys))
-			ttls := make([]*redis.DurationCmd, len(keys))
-			for i, k := range keys {
+			hashes := make([]*redis.MapStringStringCmd, len(sessions))
+			ttls := make([]*redis.DurationCmd, len(sessions))
+			for i, k := range sessions {
 				hashes[i] = pipe.HGetAll(ctx, k)
 				ttls[i] = pipe.PTTL(ctx, k)
 			}
 			_, _ = pipe.Exec(ctx) // read per command: a non-hash key fails alone
-			for i, k := range keys {
+			for i, k := range sessions {
 				classify(&counts, k, hashes[i], ttls[i])
 			}
-			total += int64(len(keys))
-			scanned(int64(len(keys)))
+			total += int64(len(sessions))
 		}
+		visited(int64(len(keys)))
 		if next == 0 {
 			return counts, total, nil
 		}
 		cursor = next
 	}
+}
+
+// keyCount returns the number of keys in the node's database, the figure
+// DBSIZE gives, read from INFO keyspace: the operator ACL user may run
+// INFO, not DBSIZE.
+func keyCount(ctx context.Context, node *redis.Client) (int64, error) {
+	info, err := node.Info(ctx, "keyspace").Result()
+	if err != nil {
+		return 0, err
+	}
+	db := fmt.Sprintf("db%d:", node.Options().DB)
+	for line := range strings.Lines(info) {
+		fields, ok := strings.CutPrefix(strings.TrimSpace(line), db)
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(fields, ",") {
+			if v, ok := strings.CutPrefix(f, "keys="); ok {
+				return strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return 0, nil // an empty database has no line
 }
 
 // classify counts one scanned key. The session id is what follows the last

@@ -96,9 +96,15 @@ func TestStatsProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := runCmd(t, "stats", "-progress", "-redis", e.url)
-	progress := regexp.MustCompile(`(?m)^scanned \d+ keys$`).FindAllString(stderr, -1)
-	if code != exitOK || len(progress) != 2 {
-		t.Errorf("stats -progress on 25000 keys: exit %d, progress lines %q, want 2 lines; stderr:\n%s", code, progress, stderr)
+	line := regexp.MustCompile(`(?m)^scanned (\d+) of 25000 keys \((\d+)%\), \d+\.\ds elapsed(, ETA \d+\.\ds)?$`)
+	progress := line.FindAllStringSubmatch(stderr, -1)
+	if code != exitOK || len(progress) != 3 || strings.Count(stderr, "\n") != 3 {
+		t.Fatalf("stats -progress on 25000 keys: exit %d, progress lines %q, want 3 lines; stderr:\n%s", code, progress, stderr)
+	}
+	for i, want := range []struct{ done, pct string }{{"1", "4"}, {"2", "8"}, {"25000", "100"}} {
+		if got := progress[i]; !strings.HasPrefix(got[1], want.done) || !strings.HasPrefix(got[2], want.pct) || (got[3] == "") != (i == 2) {
+			t.Errorf("progress line %d = %q, want about %s… keys, %s…%%, and an ETA unless it is the last", i, got[0], want.done, want.pct)
+		}
 	}
 	if !strings.Contains(stdout, "  revoked     25000 (tombstones 25000)") {
 		t.Errorf("stats stdout:\n%s\nwant 25000 revoked tombstones", stdout)
