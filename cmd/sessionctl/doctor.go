@@ -595,14 +595,17 @@ func checkLogKeys(ctx context.Context, rdb redis.UniversalClient, l rediscache.L
 
 // checkSubscribers compares the channel's subscribers, summed over the
 // nodes, with the replicas expected, and names the connections in
-// subscriber mode (replicas name theirs).
+// subscriber mode (replicas name theirs). Connections named
+// sessionctl-watch are not replicas: they are not counted (when CLIENT
+// LIST may be read).
 func checkSubscribers(ctx context.Context, rdb redis.UniversalClient, channel string, want int) doctorCheck {
 	ch := doctorCheck{Name: "subscribers"}
 	var (
-		mu      sync.Mutex // guards n, names, listErr
-		n       int64
-		names   []string
-		listErr error
+		mu       sync.Mutex // guards n, watchers, names, listErr
+		n        int64
+		watchers int64
+		names    []string
+		listErr  error
 	)
 	err := forEachNode(ctx, rdb, false, func(ctx context.Context, node *redis.Client) error {
 		m, err := node.PubSubNumSub(ctx, channel).Result()
@@ -622,12 +625,20 @@ func checkSubscribers(ctx context.Context, rdb redis.UniversalClient, channel st
 			if name == "" {
 				name = "(unnamed)"
 			}
+			if name == watchClientName {
+				watchers++
+			}
 			names = append(names, name)
 		}
 		return nil
 	})
 	if err != nil {
 		return cannotCheck(ch.Name, "PUBSUB NUMSUB", err)
+	}
+	on := channel
+	if watchers > 0 && listErr == nil {
+		n = max(n-watchers, 0)
+		on = fmt.Sprintf("%s (and %d sessionctl watch, not counted)", channel, watchers)
 	}
 	slices.Sort(names)
 	who := "connections in subscriber mode (any channel): " + strings.Join(names, ", ")
@@ -639,12 +650,12 @@ func checkSubscribers(ctx context.Context, rdb redis.UniversalClient, channel st
 	}
 	if n >= int64(want) {
 		ch.Status = checkOK
-		ch.Detail = fmt.Sprintf("%d subscriber(s) on %s, %d expected; %s", n, channel, want, who)
+		ch.Detail = fmt.Sprintf("%d subscriber(s) on %s, %d expected; %s", n, on, want, who)
 		return ch
 	}
 	ch.Status = checkFail
 	ch.Detail = fmt.Sprintf("%d subscriber(s) on %s, %d expected (-expect-replicas): a replica that is not subscribed hears no revocation: "+
-		"it serves L1 active entries for up to its StaleBound, then reads Redis on every lookup; %s", n, channel, want, who)
+		"it serves L1 active entries for up to its StaleBound, then reads Redis on every lookup; %s", n, on, want, who)
 	ch.Fix = "find the replicas missing from the names (gatewayd -name) and read their subscriber logs or restart them; sessionctl stats lists the connections"
 	return ch
 }

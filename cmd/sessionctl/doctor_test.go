@@ -236,6 +236,25 @@ func TestDoctorSubscribers(t *testing.T) {
 	}
 }
 
+// TestDoctorDoesNotCountWatchers checks that a running sessionctl watch is
+// not counted as a replica by -expect-replicas.
+func TestDoctorDoesNotCountWatchers(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Config: safeConfig})
+	revokeOnce(t, srv.Client(t), rediscache.Options{})
+	url := "redis://" + srv.Addr
+	ctx, cancel := context.WithCancel(context.Background())
+	_, wait := startWatch(t, ctx, "-redis", url)
+	defer func() {
+		cancel()
+		wait()
+	}()
+	code, lines := doctorLines(t, "-redis", url, "-expect-replicas", "1")
+	want := "FAIL subscribers: 0 subscriber(s) on session_invalidation (and 1 sessionctl watch, not counted), 1 expected (-expect-replicas)"
+	if line := lines["subscribers"]; code != exitFailure || !strings.HasPrefix(line, want) {
+		t.Errorf("doctor -expect-replicas 1 with only a watch: exit %d, subscribers line\n%q\nwant %d and a line starting\n%q", code, line, exitFailure, want)
+	}
+}
+
 // TestDoctorJSON checks that -json prints the checks as a JSON array, the
 // same as the text lines.
 func TestDoctorJSON(t *testing.T) {

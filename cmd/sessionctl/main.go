@@ -19,13 +19,17 @@
 // {"command":"revoke","error":"...","exit":2}.
 //
 // Exit status: 0 success; 1 the operation failed (Redis unreachable or not
-// a Redis server, wrong password, TLS failure, a session not found; for
-// doctor, a check failed); 2 bad usage or bad input (such as an invalid session id); 3 the
+// a Redis server, wrong password, TLS failure, a session not found,
+// revoke-user of a user with no indexed session; for doctor, a check
+// failed); 2 bad usage or bad input (such as an invalid session id); 3 the
 // demo saw a revoked session accepted; 4 revoked in Redis only: revoke or
 // revoke-user wrote the revocation, but the backend (-backend or
 // SESSIONCTL_BACKEND) still answers active for the session, so the
 // revocation is lost with its Redis record (flush, eviction, restart without
-// persistence, DEL) until the backend revokes the session too.
+// persistence, DEL) until the backend revokes the session too; 5 revoke or
+// revoke-user wrote and published the revocation, but no gateway subscriber
+// heard it (only sessionctl watch connections, or nobody, listened). When 4
+// and 5 both apply, the status is 4.
 package main
 
 import (
@@ -50,6 +54,9 @@ const (
 	// exitRedisOnly: a revocation written in Redis that the backend does
 	// not know (it still answers active).
 	exitRedisOnly = 4
+	// exitUnheard: a revocation written and published that no gateway
+	// subscriber received.
+	exitUnheard = 5
 )
 
 // exitStatusHelp is the exit status list of the top-level usage and of the
@@ -57,13 +64,15 @@ const (
 const exitStatusHelp = `exit status:
   0  success
   1  the operation failed: Redis unreachable or not a Redis server,
-     credentials refused, TLS failure, a session not found, a doctor check
-     failed
+     credentials refused, TLS failure, a session not found, revoke-user of
+     a user with no indexed session, a doctor check failed
   2  bad usage or input, such as an invalid id (no Redis command is sent)
   3  demo: a request was accepted after its session's revocation reached
      the replica
   4  revoke, revoke-user: revoked in Redis only: the backend still answers
      active
+  5  revoke, revoke-user: written and published, but no gateway subscriber
+     heard it (4 wins when both apply)
 `
 
 // command is one subcommand. run returns the exit status.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,7 +22,7 @@ import (
 
 func init() {
 	register("revoke", "revoke one session: write revoked in Redis, then publish", runRevoke)
-	register("revoke-user", "revoke every session of a user: marker, each session, publish", runRevokeUser)
+	register("revoke-user", "revoke every session of a user: marker and user message, then each session", runRevokeUser)
 }
 
 // revokeReport is what revoke and revoke-user print.
@@ -30,7 +31,8 @@ type revokeReport struct {
 	User    string          `json:"user,omitempty"`
 	Channel string          `json:"channel"`
 	Message json.RawMessage `json:"message,omitempty"` // the user or session message, as published
-	// Sessions are the sessions revoke-user revoked (one message each).
+	// Sessions are the sessions revoke-user revoked (one message each),
+	// sorted, all of them (the text lists -limit).
 	Sessions []string `json:"sessions,omitempty"`
 	// Published counts the messages published; NoReceivers those that no
 	// subscriber received (PUBLISH returned 0). On a cluster PUBLISH counts
@@ -38,14 +40,26 @@ type revokeReport struct {
 	Published   uint64 `json:"published"`
 	NoReceivers uint64 `json:"published_no_receivers"`
 	PerNode     bool   `json:"receivers_per_node,omitempty"`
-	// Listeners is PUBSUB NUMSUB of the channel afterwards, summed over
-	// the nodes (-1 when it could not be read).
-	Listeners int64  `json:"listeners"`
-	Error     string `json:"error,omitempty"`
+	// Listeners is PUBSUB NUMSUB of the channel just before the
+	// revocation, summed over the nodes (-1 when it could not be read). Watchers counts the
+	// connections in subscriber mode named sessionctl-watch (CLIENT LIST
+	// TYPE pubsub, every node; -1 when it could not be read, as by the
+	// gateway ACL user). Gateways is Listeners minus Watchers: the gateway
+	// replicas listening (-1: unknown).
+	Listeners int64 `json:"listeners"`
+	Watchers  int64 `json:"watchers"`
+	Gateways  int64 `json:"gateway_subscribers"`
+	// Unheard is true when no gateway subscriber heard the revocation:
+	// no subscriber received it, or only sessionctl watch connections
+	// listened (exit status 5).
+	Unheard bool   `json:"unheard,omitempty"`
+	Error   string `json:"error,omitempty"`
 	// Backend is what the backend answered for the revoked sessions
 	// afterwards; nil when no backend is configured or the revocation
 	// failed.
 	Backend *backendReport `json:"backend,omitempty"`
+	// Exit is the command's exit status.
+	Exit int `json:"exit"`
 }
 
 // backendEnv is the environment variable that gives -backend its default.
@@ -70,19 +84,30 @@ type backendReport struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// revokeExitCodesHelp is exitCodesHelp with the backend's statuses.
+// revokeExitCodesHelp is exitCodesHelp with the backend's and the
+// subscribers' statuses.
 const revokeExitCodesHelp = `
 exit status:
-  0  success: revoked in Redis and published; with -backend, the backend
-     no longer answers active for any of the revoked sessions
-  1  the operation failed: Redis unreachable, credentials refused, TLS
-     failure, a revocation not written; or, with -backend, the revocation
-     was written but the backend could not be asked
+  0  success: revoked in Redis and published, and a gateway subscriber
+     heard it; with -backend, the backend no longer answers active for any
+     of the revoked sessions
+  1  the operation failed: Redis unreachable or not a Redis server,
+     credentials refused, TLS failure, a revocation not written; revoke-user
+     found no session in the user's index (a misspelled user id?); or, with
+     -backend, the revocation was written but the backend could not be asked
   2  bad usage or input, such as an invalid id (no Redis command is sent)
   4  revoked in Redis only: the backend still answers active, so the
      revocation is lost with the Redis record (flush, eviction, restart
      without persistence, DEL) until the backend revokes the session too
+  5  written and published, but no gateway subscriber heard it: nobody
+     received the message, or only sessionctl watch connections listened
+     (gateways are told apart from watchers by the name sessionctl-watch
+     in CLIENT LIST TYPE pubsub); 4 wins when both apply
 `
+
+// revokeProgressEvery is how many revoked sessions separate two progress
+// lines of revoke-user.
+const revokeProgressEvery = 1000
 
 func runRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return revokeCommand(ctx, "revoke", "session", args, stdout, stderr)
@@ -98,7 +123,14 @@ func revokeCommand(ctx context.Context, name, what string, args []string, stdout
 	f.register(fs)
 	backendURL := fs.String("backend", os.Getenv(backendEnv),
 		"session backend base URL (http[s]://host:port; default $"+backendEnv+"): after the revocation, ask it whether each revoked session is still active (exit status 4 if so)")
-	const backendHelp = `
+	const afterHelp = `
+
+It counts the gateways listening, just before: PUBSUB NUMSUB of the channel
+minus the connections named sessionctl-watch (CLIENT LIST TYPE pubsub). When no
+subscriber received the message, or only watchers did, a warning goes to
+stderr and the exit status is 5: the gateways are down or not subscribed
+(sessionctl stats lists the subscribers), and each applies the revocation
+from the log when it subscribes again.
 
 With -backend (or $` + backendEnv + `), it then asks the backend (GET
 /api/v1/internal/sessions/{id}, each call bounded by -timeout) about every
@@ -107,6 +139,8 @@ data: a lookup that finds no record asks the backend, which answers revoked.
 One made only in Redis lives as long as its record: when the backend still
 answers active, a warning goes to stderr and the exit status is 4. Without a
 backend, a note on stderr says the revocation was not checked.`
+	var progress *bool
+	var limit *int
 	if what == "session" {
 		setUsageStatuses(fs, "revoke [flags] <session-id>",
 			`Revokes one device session exactly as the library does (rediscache
@@ -114,13 +148,22 @@ RevokeSession): one Lua script sets status revoked (a tombstone if Redis has
 no record), keeps an earlier revoked_at_ms, sets the TTL to at least
 -session-ttl, takes the stripe's next seq, appends to the stripe's log and
 PUBLISHes the message, which it prints with the receiver count. Revoking a
-revoked session publishes again.`+backendHelp, revokeExitCodesHelp)
+revoked session publishes again.`+afterHelp, revokeExitCodesHelp)
 	} else {
+		progress = fs.Bool("progress", false, "print progress on stderr (sessions revoked of the index, elapsed time, time left) even when it is not a terminal")
+		limit = fs.Int("limit", defaultListLimit, "list at most this many of the revoked sessions (0: all; -json lists all)")
 		setUsageStatuses(fs, "revoke-user [flags] <user-id>",
 			`Revokes every session of a user exactly as the library does (rediscache
-RevokeUser): sets the user's revocation marker (refusing fills of the user for
--fill-window), publishes the user message, then revokes and publishes each
-session in the user's index. Safe to repeat after a failure.`+backendHelp, revokeExitCodesHelp)
+RevokeUser), in this order:
+  1. one Lua script sets the user's revocation marker (refusing fills of the
+     user for -fill-window), reads the user's index and publishes the user
+     message;
+  2. then each session of the index is revoked as revoke does: status
+     revoked, then its own message.
+It prints the revoked sessions (up to -limit). A user with no session in
+its index is reported (a misspelled id?) with exit status 1, after the
+marker and the user message. Progress goes to stderr when it is a terminal
+or with -progress. Safe to repeat after a failure.`+afterHelp, revokeExitCodesHelp)
 	}
 	pos, code := parseArgs(fs, args, stderr)
 	if code >= 0 {
@@ -129,6 +172,9 @@ session in the user's index. Safe to repeat after a failure.`+backendHelp, revok
 	id, err := one(pos, what+" id")
 	if err == nil {
 		err = checkID(what, id)
+	}
+	if err == nil && limit != nil && *limit < 0 {
+		err = fmt.Errorf("%w: -limit must be >= 0", errUsage)
 	}
 	var be *backend.Client
 	if err == nil && *backendURL != "" {
@@ -149,6 +195,11 @@ session in the user's index. Safe to repeat after a failure.`+backendHelp, revok
 	defer rdb.Close()
 
 	rep := revokeReport{Channel: c.Layout().Channel()}
+	// Counted before the revocation, which is what could hear it: a
+	// subscriber that leaves once it has the message (watch -count 1)
+	// still counts.
+	rep.Listeners, rep.Watchers = subscribers(ctx, rdb, rep.Channel)
+	rep.Gateways = gatewaySubscribers(rep.Listeners, rep.Watchers)
 	var m session.Invalidation
 	var revErr error
 	if what == "session" {
@@ -156,7 +207,18 @@ session in the user's index. Safe to repeat after a failure.`+backendHelp, revok
 		m, revErr = c.RevokeSession(ctx, id)
 	} else {
 		rep.User = id
+		prog := newProgress(*progress || isTerminal(stderr), stderr, "revoked", "sessions", 0, revokeProgressEvery, time.Now)
+		if prog != nil {
+			// SMEMBERS, not SCARD: the operator ACL user may run the one,
+			// not the other. Without the count, progress has no total.
+			if ids, err := rdb.SMembers(ctx, c.Layout().UserSessionsKey(id)).Result(); err == nil {
+				prog.setTotal(int64(len(ids)))
+			}
+			rdb.AddHook(revokeCounter{prog})
+		}
 		m, rep.Sessions, revErr = c.RevokeUser(ctx, id)
+		prog.finish()
+		slices.Sort(rep.Sessions)
 	}
 	if m.SessionID != "" || m.UserID != "" {
 		if b, err := m.MarshalJSON(); err == nil {
@@ -166,34 +228,119 @@ session in the user's index. Safe to repeat after a failure.`+backendHelp, revok
 	st := c.Stats()
 	rep.Published, rep.NoReceivers = st.Published, st.PublishedNoReceivers
 	_, rep.PerNode = rdb.(*redis.ClusterClient)
-	rep.Listeners = numSub(ctx, rdb, rep.Channel)
-	if revErr != nil {
-		_, rep.Error = describe(revErr)
-	} else if be != nil {
+	rep.Unheard = rep.Published > 0 && (rep.Gateways == 0 || !rep.PerNode && rep.NoReceivers == rep.Published)
+
+	// The verdict: the first that applies of a failure, an empty user, the
+	// backend's answers (4, or 1 when it could not be asked), and no
+	// gateway heard it (5). Every warning that applies is printed.
+	var lines []string
+	code = exitOK
+	verdict := func(c int, line string) {
+		if code == exitOK {
+			code = c
+		}
+		lines = append(lines, line)
+	}
+	switch {
+	case revErr != nil:
+		code, rep.Error = describe(revErr)
+		rep.Error = unredact(rep.Error, []string{id})
+	case what == "user" && len(rep.Sessions) == 0:
+		verdict(exitFailure, fmt.Sprintf("user %s has no session in its index (%s): nothing revoked but the user message and the marker; a misspelled user id, another -prefix, or sessions that expired?",
+			id, c.Layout().UserSessionsKey(id)))
+	case be != nil:
 		ids := rep.Sessions
 		if what == "session" {
 			ids = []string{id}
 		}
 		b := checkBackend(ctx, be, ids)
 		rep.Backend = &b
+		var w strings.Builder
+		if c := backendVerdict(&w, name, rep); c != exitOK {
+			verdict(c, strings.TrimPrefix(strings.TrimSuffix(w.String(), "\n"), "sessionctl "+name+": "))
+		}
 	}
+	if revErr == nil && rep.Unheard {
+		verdict(exitUnheard, "WARNING: no gateway subscriber heard this revocation ("+heardBy(rep)+"): the gateways are down or not subscribed "+
+			"(sessionctl stats lists the subscribers); each applies it from the log when it subscribes again")
+	}
+	rep.Exit = code
+
 	if f.json {
 		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
 			return fail(stderr, name, err)
 		}
 	} else {
-		printRevoke(stdout, rep)
+		printRevoke(stdout, rep, limitOr(limit))
 	}
 	if revErr != nil {
 		return fail(stderr, name, revErr)
 	}
-	if be == nil {
+	for _, l := range lines {
+		report(stderr, name, code, l)
+	}
+	if be == nil && code != exitFailure {
 		fmt.Fprintf(stderr, "sessionctl %s: note: no backend configured (-backend or $%s), so the backend was not asked: "+
 			"unless it revoked %s too, this revocation lives only in Redis and is lost with the record (flush, eviction, restart without persistence, DEL)\n",
 			name, backendEnv, map[string]string{"session": "the session", "user": "the user's sessions"}[what])
-		return exitOK
 	}
-	return backendVerdict(stderr, name, rep)
+	return code
+}
+
+// limitOr returns *limit, or 0 (no limit) for a command without -limit.
+func limitOr(limit *int) int {
+	if limit == nil {
+		return 0
+	}
+	return *limit
+}
+
+// gatewaySubscribers is the number of gateway replicas listening: the
+// channel's subscribers minus the sessionctl watch connections, -1 when
+// the subscribers could not be counted. With the watchers unknown, every
+// subscriber counts as a gateway.
+func gatewaySubscribers(listeners, watchers int64) int64 {
+	switch {
+	case listeners < 0:
+		return -1
+	case watchers < 0:
+		return listeners
+	}
+	return max(listeners-watchers, 0)
+}
+
+// heardBy says why no gateway heard a revocation.
+func heardBy(r revokeReport) string {
+	switch {
+	case r.Listeners == 0:
+		return "nobody is subscribed to " + r.Channel
+	case r.Gateways == 0 && r.Watchers > 0:
+		return fmt.Sprintf("the %d subscriber(s) are all sessionctl watch", r.Listeners)
+	}
+	return "no subscriber received it"
+}
+
+// revokeCounter is a go-redis hook that feeds revoke-user's progress: the
+// library revokes a user's sessions in pipelines of EVAL, one per session,
+// so each EVAL a pipeline ran is a session done.
+type revokeCounter struct{ prog *progress }
+
+func (revokeCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (revokeCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h revokeCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		var n int64
+		for _, c := range cmds {
+			if c.Name() == "eval" {
+				n++
+			}
+		}
+		h.prog.add(n)
+		return err
+	}
 }
 
 // checkBackend asks the backend about each revoked session, at most
@@ -264,31 +411,58 @@ func backendVerdict(stderr io.Writer, name string, rep revokeReport) int {
 	return exitOK
 }
 
-// numSub returns PUBSUB NUMSUB of channel summed over every node, or -1.
-func numSub(ctx context.Context, rdb redis.UniversalClient, channel string) int64 {
-	var total atomic.Int64
+// subscribers returns PUBSUB NUMSUB of channel and the number of
+// connections in subscriber mode named watchClientName, each summed over
+// every node, or -1 for a figure that could not be read (the gateway ACL
+// user may not run CLIENT LIST). A watch of another channel on the same
+// Redis counts as a watcher too: the count of gateways errs low, towards
+// the warning.
+func subscribers(ctx context.Context, rdb redis.UniversalClient, channel string) (listeners, watchers int64) {
+	var subs, watch atomic.Int64
+	var watchErr atomic.Bool
 	err := forEachNode(ctx, rdb, false, func(ctx context.Context, c *redis.Client) error {
 		m, err := c.PubSubNumSub(ctx, channel).Result()
 		if err != nil {
 			return err
 		}
-		total.Add(m[channel])
+		subs.Add(m[channel])
+		list, err := c.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+		if err != nil {
+			watchErr.Store(true)
+			return nil
+		}
+		for _, cl := range parseClientList(c.Options().Addr, list) {
+			if cl.Name == watchClientName {
+				watch.Add(1)
+			}
+		}
 		return nil
 	})
+	listeners, watchers = subs.Load(), watch.Load()
 	if err != nil {
-		return -1
+		listeners = -1
 	}
-	return total.Load()
+	if err != nil || watchErr.Load() {
+		watchers = -1
+	}
+	return listeners, watchers
 }
 
-func printRevoke(w io.Writer, r revokeReport) {
+func printRevoke(w io.Writer, r revokeReport, limit int) {
 	switch {
 	case r.Session != "" && r.Message != nil:
 		fmt.Fprintf(w, "revoked session %s\n", r.Session)
 	case r.User != "" && r.Message != nil:
-		fmt.Fprintf(w, "revoked user %s: marker set, %d session(s) revoked\n", r.User, len(r.Sessions))
-		for _, id := range r.Sessions {
+		fmt.Fprintf(w, "revoked user %s: marker set and user message published, then %d session(s) revoked\n", r.User, len(r.Sessions))
+		shown := r.Sessions
+		if limit > 0 && len(shown) > limit {
+			shown = shown[:limit]
+		}
+		for _, id := range shown {
 			fmt.Fprintf(w, "  %s\n", id)
+		}
+		if more := len(r.Sessions) - len(shown); more > 0 {
+			fmt.Fprintf(w, "  … and %d more (-limit 0 lists them all)\n", more)
 		}
 	}
 	if r.Message != nil {
@@ -300,13 +474,22 @@ func printRevoke(w io.Writer, r revokeReport) {
 	switch {
 	case r.Published == 0:
 	case r.NoReceivers == 0:
-		fmt.Fprintf(w, "receivers: every message reached at least one subscriber; %s now\n", listeners(r.Listeners))
+		fmt.Fprintf(w, "receivers: every message reached at least one subscriber; %s\n", listeners(r))
 	case r.PerNode:
-		fmt.Fprintf(w, "receivers: %d of %d messages had no subscriber on the node that published them (a cluster PUBLISH counts only that node's subscribers, and still reaches every node); %s now\n",
-			r.NoReceivers, r.Published, listeners(r.Listeners))
+		fmt.Fprintf(w, "receivers: %d of %d messages had no subscriber on the node that published them (a cluster PUBLISH counts only that node's subscribers, and still reaches every node); %s\n",
+			r.NoReceivers, r.Published, listeners(r))
 	default:
-		fmt.Fprintf(w, "receivers: %d of %d messages reached NO subscriber (replicas learn of them from the log when they resync); %s now\n",
-			r.NoReceivers, r.Published, listeners(r.Listeners))
+		fmt.Fprintf(w, "receivers: %d of %d messages reached NO subscriber (replicas learn of them from the log when they resync); %s\n",
+			r.NoReceivers, r.Published, listeners(r))
+	}
+	switch {
+	case r.Published == 0:
+	case r.Unheard:
+		fmt.Fprintf(w, "gateways: NONE heard it (%s)\n", heardBy(r))
+	case r.Gateways < 0:
+		fmt.Fprintln(w, "gateways: unknown (PUBSUB NUMSUB failed)")
+	default:
+		fmt.Fprintf(w, "gateways: %d subscribed\n", r.Gateways)
 	}
 	if r.Backend != nil {
 		printBackend(w, r)
@@ -336,9 +519,16 @@ func printBackend(w io.Writer, r revokeReport) {
 	fmt.Fprintf(w, "; %d revoked, %d not found, %d not answered\n", b.Revoked, b.NotFound, b.Failed)
 }
 
-func listeners(n int64) string {
-	if n < 0 {
+// listeners describes the channel's subscribers: how many, and how many
+// of them are sessionctl watch connections.
+func listeners(r revokeReport) string {
+	switch {
+	case r.Listeners < 0:
 		return "listeners unknown (PUBSUB NUMSUB failed)"
+	case r.Watchers > 0:
+		return fmt.Sprintf("%d listening (PUBSUB NUMSUB), %d of them sessionctl watch", r.Listeners, r.Watchers)
+	case r.Watchers < 0:
+		return fmt.Sprintf("%d listening (PUBSUB NUMSUB; CLIENT LIST refused, so watchers count as gateways)", r.Listeners)
 	}
-	return fmt.Sprintf("%d listening (PUBSUB NUMSUB)", n)
+	return fmt.Sprintf("%d listening (PUBSUB NUMSUB)", r.Listeners)
 }

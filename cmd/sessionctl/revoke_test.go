@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
+	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -62,7 +68,8 @@ func TestRevokeWritesAndPublishes(t *testing.T) {
 	for _, want := range []string{
 		"revoked session dev-a\n",
 		"published on session_invalidation: " + got + "\n",
-		"receivers: every message reached at least one subscriber; 1 listening (PUBSUB NUMSUB) now",
+		"receivers: every message reached at least one subscriber; 1 listening (PUBSUB NUMSUB)\n",
+		"gateways: 1 subscribed\n",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("revoke stdout does not contain %q:\n%s", want, stdout)
@@ -83,8 +90,9 @@ func TestRevokeWritesAndPublishes(t *testing.T) {
 			t.Fatalf("revoke -json output does not parse: %v\n%s", err, stdout)
 		}
 		got := nextMessage(t, ps)
-		if string(rep.Message) != got || rep.Published != 1 || rep.NoReceivers != 0 || rep.Listeners != 1 {
-			t.Errorf("revoke -json = %+v, want message %s published once to 1 listener", rep, got)
+		if string(rep.Message) != got || rep.Published != 1 || rep.NoReceivers != 0 || rep.Listeners != 1 ||
+			rep.Watchers != 0 || rep.Gateways != 1 || rep.Unheard || rep.Exit != exitOK {
+			t.Errorf("revoke -json = %+v, want message %s published once to 1 listener, a gateway, exit 0", rep, got)
 		}
 		m2, _ := session.ParseInvalidation([]byte(got))
 		rec, _ := e.cache.Get(ctx, "dev-a")
@@ -104,9 +112,11 @@ func TestRevokeWritesAndPublishes(t *testing.T) {
 
 	t.Run("no subscriber", func(t *testing.T) {
 		ps.Close()
-		code, stdout, _ := runCmd(t, "revoke", "-redis", e.url, "dev-a")
-		if code != exitOK || !strings.Contains(stdout, "1 of 1 messages reached NO subscriber") {
-			t.Errorf("revoke with nobody listening: exit %d, stdout %q; want the no-receiver warning", code, stdout)
+		code, stdout, stderr := runCmd(t, "revoke", "-redis", e.url, "dev-a")
+		if code != exitUnheard || !strings.Contains(stdout, "1 of 1 messages reached NO subscriber") ||
+			!strings.Contains(stdout, "gateways: NONE heard it (nobody is subscribed to session_invalidation)\n") ||
+			!strings.HasPrefix(stderr, "sessionctl revoke: WARNING: no gateway subscriber heard this revocation (nobody is subscribed to session_invalidation)") {
+			t.Errorf("revoke with nobody listening: exit %d, stdout %q, stderr %q; want %d and the no-receiver warnings", code, stdout, stderr, exitUnheard)
 		}
 	})
 }
@@ -166,7 +176,7 @@ func TestRevokeUserWritesAndPublishes(t *testing.T) {
 
 	t.Run("text", func(t *testing.T) {
 		code, stdout, _ := runCmd(t, "revoke-user", "-redis", e.url, "u-7")
-		for _, want := range []string{"revoked user u-7: marker set, 3 session(s) revoked\n", "  dev-b\n", `published on session_invalidation: {"user":"u-7","seq":`, "published 4 messages in all"} {
+		for _, want := range []string{"revoked user u-7: marker set and user message published, then 3 session(s) revoked\n", "  dev-b\n", `published on session_invalidation: {"user":"u-7","seq":`, "published 4 messages in all"} {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("revoke-user (exit %d) stdout does not contain %q:\n%s", code, want, stdout)
 			}
@@ -203,6 +213,7 @@ func TestRevokeAsksBackend(t *testing.T) {
 	down := newBackend(t)
 	down.SetFault(backendtest.Fault{Status: 503})
 	t.Setenv(backendEnv, "")
+	gatewaySubscriber(t, e.rdb, session.DefaultChannel)
 
 	tests := []struct {
 		name       string
@@ -311,6 +322,7 @@ func TestRevokeUserAsksBackend(t *testing.T) {
 	}
 	slices.Sort(ids)
 	be.Revoke(ids[0])
+	gatewaySubscriber(t, e.rdb, session.DefaultChannel)
 
 	code, stdout, stderr := runCmd(t, "revoke-user", "-redis", e.url, "-backend", be.URL(), "u-7")
 	if code != exitRedisOnly {
@@ -354,7 +366,191 @@ func TestRevokeHelpDocumentsBackend(t *testing.T) {
 		}
 	}
 	_, _, stderr := runCmd(t)
-	if !strings.Contains(stderr, "4  revoke, revoke-user: revoked in Redis only: the backend still answers") {
-		t.Errorf("sessionctl's usage does not list exit status 4:\n%s", stderr)
+	for _, want := range []string{"4  revoke, revoke-user: revoked in Redis only: the backend still answers", "5  revoke, revoke-user: written and published, but no gateway subscriber"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("sessionctl's usage does not contain %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// runningWatch runs `sessionctl watch` until the test ends.
+func runningWatch(t *testing.T, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	_, wait := startWatch(t, ctx, args...)
+	t.Cleanup(func() {
+		cancel()
+		wait()
+	})
+}
+
+// TestRevokeCountsGatewaysNotWatchers checks exit status 5 when no gateway
+// subscriber heard a revocation, nobody or only sessionctl watch
+// listening, and 0 when a gateway did; with CLIENT LIST refused, watchers
+// cannot be told apart and count as gateways.
+func TestRevokeCountsGatewaysNotWatchers(t *testing.T) {
+	t.Setenv(backendEnv, "")
+	const noList = "user nolist on >nolist-pw ~* &* +@all -client|list\n"
+	tests := []struct {
+		name      string
+		acl       string
+		user      string // in the URL of sessionctl's commands
+		gateway   bool
+		watch     bool
+		code      int
+		stdout    []string
+		gateways  int64
+		watchers  int64
+		stderrHas string
+	}{
+		{"nobody", "", "", false, false, exitUnheard,
+			[]string{"0 listening (PUBSUB NUMSUB)\n", "gateways: NONE heard it (nobody is subscribed to session_invalidation)\n"}, 0, 0,
+			"sessionctl revoke: WARNING: no gateway subscriber heard this revocation (nobody is subscribed to session_invalidation)"},
+		{"only a watch", "", "", false, true, exitUnheard,
+			[]string{"receivers: every message reached at least one subscriber; 1 listening (PUBSUB NUMSUB), 1 of them sessionctl watch\n",
+				"gateways: NONE heard it (the 1 subscriber(s) are all sessionctl watch)\n"}, 0, 1,
+			"WARNING: no gateway subscriber heard this revocation (the 1 subscriber(s) are all sessionctl watch)"},
+		{"a gateway", "", "", true, false, exitOK, []string{"gateways: 1 subscribed\n"}, 1, 0, ""},
+		{"a gateway and a watch", "", "", true, true, exitOK,
+			[]string{"2 listening (PUBSUB NUMSUB), 1 of them sessionctl watch\n", "gateways: 1 subscribed\n"}, 1, 1, ""},
+		{"CLIENT LIST refused", noList, "nolist:nolist-pw@", false, true, exitOK,
+			[]string{"1 listening (PUBSUB NUMSUB; CLIENT LIST refused, so watchers count as gateways)\n", "gateways: 1 subscribed\n"}, 1, -1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t, redistest.Options{ACLFile: tt.acl})
+			url := "redis://" + tt.user + srv.Addr
+			if tt.gateway {
+				gatewaySubscriber(t, srv.Client(t), session.DefaultChannel)
+			}
+			if tt.watch {
+				runningWatch(t, "-redis", url)
+			}
+			code, stdout, stderr := runCmd(t, "revoke", "-redis", url, "dev-1")
+			if code != tt.code {
+				t.Errorf("revoke: exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			for _, want := range tt.stdout {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("revoke stdout lacks %q:\n%s", want, stdout)
+				}
+			}
+			if tt.stderrHas != "" && !strings.Contains(stderr, tt.stderrHas) || tt.stderrHas == "" && strings.Contains(stderr, "WARNING") {
+				t.Errorf("revoke stderr %q, want it to contain %q", stderr, tt.stderrHas)
+			}
+			code, stdout, _ = runCmd(t, "revoke", "-json", "-redis", url, "dev-1")
+			var rep revokeReport
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("revoke -json: %v\n%s", err, stdout)
+			}
+			if rep.Gateways != tt.gateways || rep.Watchers != tt.watchers || rep.Unheard != (tt.code == exitUnheard) || rep.Exit != tt.code || code != tt.code {
+				t.Errorf("revoke -json: exit %d, gateway_subscribers %d, watchers %d, unheard %v, exit %d; want %d, %d, %v, %d",
+					code, rep.Gateways, rep.Watchers, rep.Unheard, rep.Exit, tt.gateways, tt.watchers, tt.code == exitUnheard, tt.code)
+			}
+		})
+	}
+}
+
+// TestRevokeUserOfAnUnknownUser checks that revoke-user of a user with no
+// indexed session (a misspelled id) says so, naming the id in full, and
+// exits 1.
+func TestRevokeUserOfAnUnknownUser(t *testing.T) {
+	t.Setenv(backendEnv, "")
+	e := newTestEnv(t, rediscache.Options{})
+	gatewaySubscriber(t, e.rdb, session.DefaultChannel)
+	fillActive(t, e.cache, "dev-a", "user-alice")
+
+	code, stdout, stderr := runCmd(t, "revoke-user", "-redis", e.url, "user-alcie")
+	want := "sessionctl revoke-user: user user-alcie has no session in its index (user:user-alcie:sessions): nothing revoked but the user message and the marker; a misspelled user id, another -prefix, or sessions that expired?\n"
+	if code != exitFailure || stderr != want {
+		t.Errorf("revoke-user user-alcie: exit %d, stderr %q; want %d and %q", code, stderr, exitFailure, want)
+	}
+	if !strings.Contains(stdout, "revoked user user-alcie: marker set and user message published, then 0 session(s) revoked\n") {
+		t.Errorf("revoke-user user-alcie stdout:\n%s", stdout)
+	}
+	code, stdout, _ = runCmd(t, "revoke-user", "-json", "-redis", e.url, "user-alcie")
+	var rep revokeReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != exitFailure || rep.Exit != exitFailure || len(rep.Sessions) != 0 {
+		t.Errorf("revoke-user -json user-alcie: exit %d, %+v, %v; want %d in both and no session", code, rep, err, exitFailure)
+	}
+}
+
+// TestRevokeUserProgressAndLimit checks revoke-user's progress on stderr
+// (n of the index, elapsed, ETA) with -progress, run as the operator user
+// of the shipped ACL file, and that the text lists -limit sessions.
+func TestRevokeUserProgressAndLimit(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv(backendEnv, "")
+	b, err := os.ReadFile(aclPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := func(pw string) string { s := sha256.Sum256([]byte(pw)); return hex.EncodeToString(s[:]) }
+	acl := strings.NewReplacer("GATEWAY_PASSWORD_SHA256", sum(gatewayPassword), "OPERATOR_PASSWORD_SHA256", sum(operatorPassword)).Replace(string(b))
+	srv := redistest.Start(t, redistest.Options{ACLFile: acl + "user test-admin on >admin-pw ~* &* +@all\n"})
+	admin := srv.ClientWith(t, &redis.Options{Username: "test-admin", Password: "admin-pw"})
+	c, err := rediscache.New(admin, rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gatewaySubscriber(t, admin, session.DefaultChannel)
+	const n = 2500
+	pipe := admin.Pipeline()
+	for i := range n {
+		id := fmt.Sprintf("dev-%04d", i)
+		pipe.HSet(ctx, c.Layout().SessionKey(id), "status", "active", "user_id", "u-big", "client_public_key", testKey(1))
+		pipe.PExpire(ctx, c.Layout().SessionKey(id), time.Hour)
+		pipe.SAdd(ctx, c.Layout().UserSessionsKey("u-big"), id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	operator := "redis://operator:" + operatorPassword + "@" + srv.Addr
+
+	code, stdout, stderr := runCmd(t, "revoke-user", "-progress", "-limit", "3", "-redis", operator, "u-big")
+	if code != exitOK {
+		t.Fatalf("revoke-user -progress: exit %d, stderr %q", code, stderr)
+	}
+	line := regexp.MustCompile(`(?m)^revoked (\d+) of 2500 sessions \((\d+)%\), \d+\.\ds elapsed(, ETA \d+\.\ds)?$`)
+	progress := line.FindAllStringSubmatch(stderr, -1)
+	if len(progress) != 3 {
+		t.Fatalf("revoke-user -progress printed %d progress lines, want 3 (1000s crossed twice, then the end); stderr:\n%s", len(progress), stderr)
+	}
+	for i, want := range []struct{ done, pct string }{{"1024", "40"}, {"2048", "81"}, {"2500", "100"}} {
+		if got := progress[i]; got[1] != want.done || got[2] != want.pct || (got[3] == "") != (i == 2) {
+			t.Errorf("progress line %d = %q, want %s sessions, %s%%, and an ETA unless it is the last", i, got[0], want.done, want.pct)
+		}
+	}
+	for _, want := range []string{"then 2500 session(s) revoked\n  dev-0000\n  dev-0001\n  dev-0002\n  … and 2497 more (-limit 0 lists them all)\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("revoke-user -limit 3 stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	if _, _, stderr := runCmd(t, "revoke-user", "-redis", operator, "u-big"); strings.Contains(stderr, "revoked 2500 of") {
+		t.Errorf("revoke-user without -progress wrote progress to a non-terminal stderr: %q", stderr)
+	}
+}
+
+// TestRevokeErrorNamesTheTypedID checks that a failed revocation names the
+// id the operator typed in full (the library's message shortens it), in
+// text and in -json.
+func TestRevokeErrorNamesTheTypedID(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{ACLFile: "user noeval on >noeval-pw ~* &* +@all -eval -evalsha\n"})
+	url := "redis://noeval:noeval-pw@" + srv.Addr
+	const id = "dev-abcdef123456"
+	code, stdout, stderr := runCmd(t, "revoke", "-redis", url, id)
+	if code != exitFailure || !strings.Contains(stderr, "rediscache: revoke session "+id+": NOPERM") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("revoke as a user without EVAL: exit %d, stderr %q; want %d and the full id in one line", code, stderr, exitFailure)
+	}
+	if strings.Contains(stdout, "revoked session") {
+		t.Errorf("revoke as a user without EVAL printed %q", stdout)
+	}
+	code, stdout, stderr = runCmd(t, "revoke", "-json", "-redis", url, id)
+	var rep revokeReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != exitFailure || rep.Exit != exitFailure || !strings.Contains(rep.Error, "revoke session "+id+": NOPERM") {
+		t.Errorf("revoke -json as a user without EVAL: exit %d, %+v, %v; want %d and the full id in the error", code, rep, err, exitFailure)
+	}
+	if !strings.Contains(stderr, id) {
+		t.Errorf("revoke -json: stderr %q, want the error line with the full id", stderr)
 	}
 }

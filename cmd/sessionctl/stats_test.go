@@ -134,6 +134,7 @@ func TestCommandsOnCluster(t *testing.T) {
 	}
 
 	stdout, wait := startWatch(t, ctx, append(flags, "-count", "1")...)
+	gatewaySubscriber(t, cc, c.Layout().Channel())
 	code, out, stderr := runCmd(t, append([]string{"revoke"}, append(flags, "dev-3")...)...)
 	if code != exitOK {
 		t.Fatalf("revoke on the cluster: exit %d, stderr %q", code, stderr)
