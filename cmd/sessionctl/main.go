@@ -11,6 +11,7 @@
 //	sessionctl stats                        sessions by status, memory, listeners
 //	sessionctl doctor                       check the Redis a deployment relies on
 //	sessionctl help <command>               a command's flags and exit statuses
+//	sessionctl completion bash|zsh          a shell completion script
 //	sessionctl version                      the module version and Go version
 //
 // Flags may come before or after the arguments. An argument that starts
