@@ -17,8 +17,8 @@
 // Flags may come before or after the arguments. An argument that starts
 // with '-' and is not one of the command's flags is an id, so backend ids
 // such as -LNc_te8x need no quoting; after "--", every argument is an id.
-// With -json a command prints one JSON value on stdout, an error included:
-// {"command":"revoke","error":"...","exit":2}.
+// With -json a command prints one JSON value on stdout (watch: one a line,
+// per message), an error included: {"command":"revoke","error":"...","exit":2}.
 //
 // Exit status: 0 success; 1 the operation failed (Redis unreachable or not
 // a Redis server, wrong password, TLS failure, a session not found,
@@ -128,9 +128,9 @@ func usage(w io.Writer) {
 Flags may come before or after the arguments. An argument that starts with
 '-' and is not one of the command's flags is an id (sessionctl revoke
 -LNc_te8x); after --, every argument is an id. With -json, a command prints
-one JSON value on stdout, an error included:
-{"command":...,"error":...,"exit":N}. "sessionctl help <command>" prints a
-command's flags and exit statuses.
+one JSON value on stdout (watch: one a line, per message), an error
+included: {"command":...,"error":...,"exit":N}. "sessionctl help <command>"
+prints a command's flags and exit statuses.
 
 `)
 	fmt.Fprint(w, exitStatusHelp)
