@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +63,43 @@ func fillActive(t *testing.T, c *rediscache.Cache, id, userID string) {
 }
 
 // runCmd runs sessionctl in-process and returns its exit status and output.
+// goCommand returns the go command: the one in $GOROOT/bin (go test sets
+// GOROOT for the tests it runs), else the one on PATH.
+func goCommand(t *testing.T) string {
+	t.Helper()
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
+	}
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command in $GOROOT/bin or on PATH: %v", err)
+	}
+	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// needTool returns the path of a program a test runs. Without it the test
+// is skipped on a developer's machine and fails under CI=true, where
+// .ci/run installs it.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI=true: .ci/run installs it from Debian's packages)", name)
+	}
+	t.Skipf("%s is not installed: install it from Debian's packages to run this test", name)
+	return ""
+}
+
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

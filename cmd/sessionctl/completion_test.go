@@ -93,10 +93,7 @@ func TestBashCompletion(t *testing.T) {
 // TestZshCompletionParses checks the zsh script's syntax with zsh -n, and
 // that loading it after compinit registers the function.
 func TestZshCompletionParses(t *testing.T) {
-	zsh, err := exec.LookPath("zsh")
-	if err != nil {
-		t.Skip("zsh is not installed: only its script's contents are checked (TestCompletionCoversEveryCommand)")
-	}
+	zsh := needTool(t, "zsh")
 	_, script, _ := runCmd(t, "completion", "zsh")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

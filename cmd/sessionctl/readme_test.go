@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,15 +59,8 @@ func TestREADMEGatewayQuickStartRuns(t *testing.T) {
 		}
 	}
 	redistest.Binary(t, "redis-server")
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed; the block needs it")
-	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		if gobin, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("no go command: %v", err)
-		}
-	}
+	needTool(t, "curl")
+	gobin := goCommand(t)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
