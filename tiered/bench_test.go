@@ -550,7 +550,18 @@ type l2Reads struct {
 
 func (h *l2Reads) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *l2Reads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	// Concurrent Gets share pipelines (rediscache's batched reads).
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if f := h.after.Load(); f != nil {
+			for _, cmd := range cmds {
+				if cmd.Name() == "hgetall" {
+					(*f)()
+				}
+			}
+		}
+		return err
+	}
 }
 func (h *l2Reads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
