@@ -262,7 +262,7 @@ func (g *gateway) waitSynced(ctx context.Context) {
 	defer cancel()
 	if err := g.cache.WaitSynced(ctx); err != nil {
 		g.log.Warn("invalidation channel not synced yet; serving anyway (L1 revalidates until it is)",
-			"timeout", g.cfg.SyncTimeout)
+			"timeout", g.cfg.SyncTimeout.String())
 	}
 }
 

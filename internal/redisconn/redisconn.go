@@ -57,6 +57,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		def = DefaultURL
 	}
 	fs.StringVar(&c.URL, "redis", def, "Redis URL (redis:// or rediss://); default $REDIS_URL or "+DefaultURL)
+	// -h prints the default: never the password $REDIS_URL may hold.
+	if u, err := url.Parse(def); err == nil {
+		fs.Lookup("redis").DefValue = u.Redacted()
+	} else {
+		fs.Lookup("redis").DefValue = "$REDIS_URL (not shown)"
+	}
 	fs.BoolVar(&c.Cluster, "cluster", false, "the URL names Redis Cluster seed nodes")
 	fs.StringVar(&c.SentinelMaster, "sentinel-master", "", "Sentinel mode: the monitored master's name (the URL names a sentinel)")
 	fs.StringVar(&c.CAFile, "tls-ca", "", "PEM file of CA certificates to trust for rediss://")
