@@ -38,6 +38,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -216,6 +217,7 @@ type Cache struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	owned     []io.Closer // clients made by Open, closed by Close
 }
 
 var _ session.Cache = (*Cache)(nil)
@@ -308,6 +310,9 @@ func (c *Cache) Close() error {
 		c.cancel()
 		c.wg.Wait()
 		c.unhealthySince.CompareAndSwap(0, c.opts.Now().UnixNano())
+		for _, o := range c.owned {
+			_ = o.Close()
+		}
 	})
 	return nil
 }
