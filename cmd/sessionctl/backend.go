@@ -20,9 +20,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
@@ -63,6 +67,10 @@ type testBackend struct {
 	store *backendtest.Server
 	opts  backendOptions
 	mux   *http.ServeMux
+	// requests counts answers by route and status; pushes counts pushes
+	// to gateways by result. Both are served on GET /metrics.
+	requests *prometheus.CounterVec
+	pushes   *prometheus.CounterVec
 }
 
 func newTestBackend(opts backendOptions) (*testBackend, error) {
@@ -78,6 +86,17 @@ func newTestBackend(opts backendOptions) (*testBackend, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	b := &testBackend{store: backendtest.NewServer(), opts: opts, mux: http.NewServeMux()}
+	reg := prometheus.NewRegistry()
+	b.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sessioncache_backend_requests_total",
+		Help: "Requests the test backend answered, by route and HTTP status.",
+	}, []string{"route", "code"})
+	b.pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sessioncache_backend_pushes_total",
+		Help: "Revocations pushed to gateways, by result (ok or error).",
+	}, []string{"result"})
+	reg.MustRegister(b.requests, b.pushes)
+	b.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	for _, r := range opts.Records {
 		b.store.Put(r)
 	}
@@ -88,8 +107,30 @@ func newTestBackend(opts backendOptions) (*testBackend, error) {
 	return b, nil
 }
 
-// Handler serves the session endpoint and the admin endpoints.
-func (b *testBackend) Handler() http.Handler { return b.mux }
+// Handler serves the session endpoint, the admin endpoints and /metrics,
+// counting every answer by route and status.
+func (b *testBackend) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		b.mux.ServeHTTP(sw, r)
+		route := r.Pattern // set by the mux; "" when nothing matched
+		if route == "" {
+			route = "unmatched"
+		}
+		b.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+	})
+}
+
+// statusWriter remembers the status an answer was written with.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
 
 // Close releases the in-memory store (and its idle loopback listener).
 func (b *testBackend) Close() { b.store.Close() }
@@ -189,6 +230,13 @@ func (b *testBackend) push(ctx context.Context, m session.Invalidation) []pushRe
 		wg.Go(func() { results[i] = b.pushOne(ctx, gw, payload) })
 	}
 	wg.Wait()
+	for _, r := range results {
+		if r.Error != "" {
+			b.pushes.WithLabelValues("error").Inc()
+		} else {
+			b.pushes.WithLabelValues("ok").Inc()
+		}
+	}
 	return results
 }
 

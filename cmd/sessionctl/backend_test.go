@@ -311,3 +311,37 @@ func TestRunBackendUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendServesMetrics checks that the test backend's /metrics counts
+// its answers by route and status, and its pushes by result.
+func TestBackendServesMetrics(t *testing.T) {
+	up, down := newFakeGateway(t, http.StatusAccepted), newFakeGateway(t, http.StatusInternalServerError)
+	b, srv := newBackendFixture(t, backendOptions{Gateways: []string{up.srv.URL, down.srv.URL}})
+	rec, _ := b.store.NewSession("user-1")
+	// One gateway fails the push: the revocation answers 502.
+	if code := adminCall(t, srv, http.MethodPost, "/admin/sessions/"+rec.DeviceSessionID+"/revoke", nil); code != http.StatusBadGateway {
+		t.Fatalf("revoke = %d, want 502", code)
+	}
+	if code := adminCall(t, srv, http.MethodPost, "/admin/sessions/nobody-1/revoke", nil); code != http.StatusNotFound {
+		t.Fatalf("revoke of an unknown id = %d, want 404", code)
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics = %d, want 200", resp.StatusCode)
+	}
+	for _, want := range []string{
+		`sessioncache_backend_requests_total{code="502",route="POST /admin/sessions/{id}/revoke"} 1`,
+		`sessioncache_backend_requests_total{code="404",route="POST /admin/sessions/{id}/revoke"} 1`,
+		`sessioncache_backend_pushes_total{result="ok"} 1`,
+		`sessioncache_backend_pushes_total{result="error"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics lacks %q:\n%s", want, body)
+		}
+	}
+}
