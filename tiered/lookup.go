@@ -133,6 +133,11 @@ func (c *Cache) fetchShared(ctx context.Context, id string) (session.Record, Tie
 }
 
 func (c *Cache) fetch(id string) (flight, error) {
+	// A lookup that read L2 just before the previous shared call for id
+	// filled it starts a call of its own: L1 may hold the answer by now.
+	if rec, ok := c.l1.Peek(id); ok && (rec.Status == session.StatusRevoked || c.trustL1()) {
+		return flight{rec: rec, tok: c.l1.Begin()}, nil
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
 	defer cancel()
 	start := c.opts.Now()

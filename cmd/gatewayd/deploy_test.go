@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -29,34 +28,6 @@ var deployDir = filepath.Join("..", "..", "deploy")
 // prometheusSynthetic are series Prometheus itself writes for every target.
 var prometheusSynthetic = []string{"up"}
 
-// descRecorder is a prometheus.Registerer that records the names of the
-// metrics a collector describes, whether or not it has a sample of them
-// yet.
-type descRecorder struct{ names map[string]bool }
-
-var fqNamePattern = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)
-
-func (r *descRecorder) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc)
-	go func() {
-		c.Describe(ch)
-		close(ch)
-	}()
-	for d := range ch {
-		if m := fqNamePattern.FindStringSubmatch(d.String()); m != nil {
-			r.names[m[1]] = true
-		}
-	}
-	return nil
-}
-
-func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		_ = r.Register(c)
-	}
-}
-
-func (r *descRecorder) Unregister(prometheus.Collector) bool { return false }
 
 // exportedNames returns the series names a scrape of gatewayd can hold:
 // those of a gathering after one authenticated request (a histogram gives
@@ -85,11 +56,11 @@ func exportedNames(t *testing.T) map[string]bool {
 			names[name] = true
 		}
 	}
-	described := &descRecorder{names: map[string]bool{}}
+	described := &helpRecorder{help: map[string]string{}}
 	if err := f.gw.cache.RegisterMetrics(described, nil); err != nil {
 		t.Fatal(err)
 	}
-	for name := range described.names {
+	for name := range described.help {
 		if !names[name] && !names[name+"_count"] {
 			names[name] = true
 		}
