@@ -330,7 +330,7 @@ func (c *Cache) Fill(t Token, r session.Record) (session.Record, bool) {
 		c.fillsDropped.Add(1)
 		return e.rec, false
 	}
-	if t.epoch < c.dropEpoch || c.chgInv[r.DeviceSessionID].epoch > t.epoch {
+	if t.epoch < c.dropEpoch || c.changedSinceLocked(t, r.DeviceSessionID) {
 		c.fillsDropped.Add(1)
 		return r, false
 	}
@@ -375,6 +375,14 @@ func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, s
 		stale = true
 	}
 	return atMS, stale
+}
+
+// changedSinceLocked reports whether Invalidate(id) ran after t was taken.
+func (c *Cache) changedSinceLocked(t Token, id string) bool {
+	if mutation.Disabled(mutation.L1Generation) {
+		return false
+	}
+	return c.chgInv[id].epoch > t.epoch
 }
 
 // earliest returns the earlier of two optional revocation times.

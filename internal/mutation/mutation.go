@@ -31,8 +31,9 @@ const (
 	GuardedFill Guard = iota + 1
 	// L1Generation is the L1 token check (localcache Fill and Check): a
 	// record read from a lower tier before an invalidation of its session
-	// or user is stored, or answered, as revoked. Disabled, it is stored
-	// as read.
+	// or user is stored, or answered, as revoked, and one read before a
+	// change Redis reported (Invalidate) is not stored. Disabled, it is
+	// stored as read.
 	L1Generation
 	// Resync is the subscriber's sync after a reconnect: replay of the
 	// invalidations missed from the log, or DropActive when they are no
