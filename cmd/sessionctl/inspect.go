@@ -139,11 +139,6 @@ reported as not found (exit status 1). The user's sessions are listed up to
 	return verdict
 }
 
-// inspect gathers the report on id, with every session of the user.
-func inspect(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient, id string) (inspectReport, error) {
-	return inspectLimit(ctx, c, rdb, id, 0)
-}
-
 // inspectLimit gathers the report on id, with at most limit of the user's
 // sessions (0: all).
 func inspectLimit(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalClient, id string, limit int) (inspectReport, error) {
