@@ -28,7 +28,6 @@ var deployDir = filepath.Join("..", "..", "deploy")
 // prometheusSynthetic are series Prometheus itself writes for every target.
 var prometheusSynthetic = []string{"up"}
 
-
 // exportedNames returns the series names a scrape of gatewayd can hold:
 // those of a gathering after one authenticated request (a histogram gives
 // its _bucket, _sum and _count series), and the metrics the cache describes
