@@ -118,9 +118,12 @@ func (c *Cache) writeSync(ctx context.Context, j revokeJob) error {
 // which deletes the record meanwhile). What is still owed at Close is
 // counted as failed.
 func (c *Cache) revokeWorker() {
+	type failure struct {
+		since    time.Time // first failed attempt
+		reported bool      // counted and logged
+	}
 	backoff := time.Duration(0)
-	failing := map[revokeJob]time.Time{} // first failure of each failing job
-	reported := map[revokeJob]bool{}
+	failing := map[revokeJob]*failure{}
 	for {
 		var retry <-chan time.Time
 		var t *time.Timer
@@ -149,6 +152,17 @@ func (c *Cache) revokeWorker() {
 		for _, id := range ids {
 			jobs = append(jobs, revokeJob{id: id})
 		}
+		// Forget the failures of revocations no longer owed (a Revoke
+		// wrote them meanwhile).
+		owed := make(map[revokeJob]bool, len(jobs))
+		for _, j := range jobs {
+			owed[j] = true
+		}
+		for j := range failing {
+			if !owed[j] {
+				delete(failing, j)
+			}
+		}
 		failed := false
 		var unreachable error // once Redis does not answer, the rest wait
 		for _, j := range jobs {
@@ -161,7 +175,6 @@ func (c *Cache) revokeWorker() {
 			}
 			if err == nil {
 				delete(failing, j)
-				delete(reported, j)
 				continue
 			}
 			failed = true
@@ -171,16 +184,17 @@ func (c *Cache) revokeWorker() {
 			if unreachable == nil {
 				c.stats.revokeRetries.Add(1)
 			}
-			first, ok := failing[j]
-			if !ok {
-				failing[j], first = c.opts.Now(), c.opts.Now()
+			f := failing[j]
+			if f == nil {
+				f = &failure{since: c.opts.Now()}
+				failing[j] = f
 			}
-			if !reported[j] && c.opts.Now().Sub(first) >= c.opts.RevokeRetryFor {
-				reported[j] = true
+			if d := c.opts.Now().Sub(f.since); !f.reported && d >= c.opts.RevokeRetryFor {
+				f.reported = true
 				c.stats.revokeFailures.Add(1)
 				c.opts.Logger.Error("revocation not written to Redis yet; retrying until it is",
 					"id", session.Redact(j.id), "user", session.Redact(j.userID),
-					"failing_for", c.opts.Now().Sub(first).String(), "err", err)
+					"failing_for", d.String(), "err", err)
 			}
 			if !isRefusal(err) {
 				unreachable = err
