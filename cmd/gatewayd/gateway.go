@@ -219,8 +219,11 @@ func (g *gateway) registerMetrics() error {
 	}, []string{"result"})
 	for _, c := range []prometheus.Collector{
 		g.requests,
-		&verifierCollector{v: g.verifier, desc: prometheus.NewDesc("sessioncache_gateway_signatures_total",
-			"Signature checks by outcome.", []string{"outcome"}, labels)},
+		&verifierCollector{v: g.verifier,
+			desc: prometheus.NewDesc("sessioncache_gateway_signatures_total",
+				"Signature checks by outcome; the outcomes partition the checks.", []string{"outcome"}, labels),
+			evictionsLive: prometheus.NewDesc("sessioncache_gateway_replay_cache_live_evictions_total",
+				"Replay-cache entries evicted while their signature could still be replayed: raise -replay-cache.", nil, labels)},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -231,13 +234,19 @@ func (g *gateway) registerMetrics() error {
 	return nil
 }
 
-// verifierCollector exports signing.Stats at scrape time.
+// verifierCollector exports signing.Stats at scrape time: the outcomes of
+// signature checks, which partition them, and apart from them the live
+// entries the replay cache had to evict (a sizing signal, not an outcome).
 type verifierCollector struct {
-	v    *signing.Verifier
-	desc *prometheus.Desc
+	v             *signing.Verifier
+	desc          *prometheus.Desc
+	evictionsLive *prometheus.Desc
 }
 
-func (c *verifierCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *verifierCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.evictionsLive
+}
 
 func (c *verifierCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.v.Stats()
@@ -246,10 +255,11 @@ func (c *verifierCollector) Collect(ch chan<- prometheus.Metric) {
 		n    uint64
 	}{
 		{"accepted", st.Accepted}, {"malformed", st.Malformed}, {"stale", st.Stale},
-		{"bad_signature", st.BadSignatures}, {"replay", st.Replays}, {"replay_cache_evicted_live", st.ReplayEvictionsLive},
+		{"bad_signature", st.BadSignatures}, {"replay", st.Replays},
 	} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(o.n), o.name)
 	}
+	ch <- prometheus.MustNewConstMetric(c.evictionsLive, prometheus.CounterValue, float64(st.ReplayEvictionsLive))
 }
 
 // Handler returns the gateway's HTTP handler.

@@ -375,11 +375,16 @@ func TestMetricsEndpoint(t *testing.T) {
 		`sessioncache_gateway_requests_total{replica="gw-test",result="unknown_session"} 1`,
 		`sessioncache_gateway_signatures_total{outcome="accepted",replica="gw-test"} 2`,
 		`sessioncache_subscriber_up{replica="gw-test"} 1`,
+		`sessioncache_gateway_replay_cache_live_evictions_total{replica="gw-test"} 0`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// The outcomes partition the checks: no sizing signal among them.
+	if strings.Contains(text, "replay_cache_evicted_live") {
+		t.Errorf("/metrics has replay_cache_evicted_live among the signature outcomes")
 	}
 }
 
