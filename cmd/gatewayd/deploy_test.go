@@ -28,11 +28,9 @@ var deployDir = filepath.Join("..", "..", "deploy")
 // prometheusSynthetic are series Prometheus itself writes for every target.
 var prometheusSynthetic = []string{"up"}
 
-// exportedNames returns the series names a scrape of gatewayd can hold:
-// those of a gathering after one authenticated request (a histogram gives
-// its _bucket, _sum and _count series), and the metrics the cache describes
-// but exports only once they have a value (heartbeat_age_seconds).
-func exportedNames(t *testing.T) map[string]bool {
+// gatherAfterRequest starts a gateway, serves one authenticated request
+// and gathers its registry.
+func gatherAfterRequest(t *testing.T) (*fixture, []*dto.MetricFamily) {
 	t.Helper()
 	f := newFixture(t)
 	rec, priv := f.backend.NewSession("user-1")
@@ -41,6 +39,16 @@ func exportedNames(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatalf("Gather = %v", err)
 	}
+	return f, families
+}
+
+// exportedNames returns the series names a scrape of gatewayd can hold:
+// those of a gathering after one authenticated request (a histogram gives
+// its _bucket, _sum and _count series), and the metrics the cache describes
+// but exports only once they have a value (heartbeat_age_seconds).
+func exportedNames(t *testing.T) map[string]bool {
+	t.Helper()
+	f, families := gatherAfterRequest(t)
 	names := map[string]bool{}
 	for _, mf := range families {
 		name := mf.GetName()

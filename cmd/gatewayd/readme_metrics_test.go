@@ -3,14 +3,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -61,13 +59,7 @@ func (r *helpRecorder) Unregister(prometheus.Collector) bool { return false }
 // appear only once they have a value (gauges).
 func metricsTable(t *testing.T) string {
 	t.Helper()
-	f := newFixture(t)
-	rec, priv := f.backend.NewSession("user-1")
-	wantAnswer(t, "request", f.do(t, f.signed(t, rec.DeviceSessionID, priv, http.MethodGet, "/v1/me", nil, time.Now())), 200, "")
-	families, err := f.gw.reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather = %v", err)
-	}
+	f, families := gatherAfterRequest(t)
 	type row struct{ kind, help string }
 	rows := map[string]row{}
 	for _, mf := range families {
