@@ -2,6 +2,7 @@ package tiered
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,14 +104,32 @@ func TestHandEditsReachL1(t *testing.T) {
 // TestTrackingCostPerFill measures what tracking costs a fill: the
 // invalidation messages every replica receives (a fill writes the key) and
 // the Redis reads they cause, and checks that a replica's own fill leaves
-// its fresh entry in L1.
+// its fresh entry in L1. A resync drops every L1 active entry by design, so
+// a run during which a loaded machine made a replica resync is measured
+// again.
 func TestTrackingCostPerFill(t *testing.T) {
-	const fills = 200
 	e := newEnv(t)
-	ctx := context.Background()
 	replicas := []*replica{
 		e.replica(t, "f1", testHooks{}), e.replica(t, "f2", testHooks{}), e.replica(t, "f3", testHooks{}),
 	}
+	for attempt := 1; ; attempt++ {
+		why := measureTrackingCost(t, e, replicas)
+		if why == "" {
+			return
+		}
+		if attempt == 3 {
+			t.Fatalf("no run without a resync in %d attempts: %s", attempt, why)
+		}
+		t.Logf("attempt %d measured again: %s", attempt, why)
+	}
+}
+
+// measureTrackingCost is one run of TestTrackingCostPerFill. It returns why
+// the run must be repeated, or "" when it checked everything.
+func measureTrackingCost(t *testing.T, e *env, replicas []*replica) string {
+	t.Helper()
+	const fills = 200
+	ctx := context.Background()
 	hgetall := func() int64 {
 		t.Helper()
 		info, err := e.rdb.Info(ctx, "commandstats").Result()
@@ -126,8 +145,18 @@ func TestTrackingCostPerFill(t *testing.T) {
 		return 0
 	}
 	before := make([]int64, len(replicas))
+	syncs := make([]int, len(replicas))
 	for i, r := range replicas {
 		before[i] = r.Stats().KeysChanged
+		syncs[i] = r.obs.syncCount()
+	}
+	resynced := func() string {
+		for i, r := range replicas {
+			if n := r.obs.syncCount(); n != syncs[i] {
+				return fmt.Sprintf("replica %d resynced %d times", i, n-syncs[i])
+			}
+		}
+		return ""
 	}
 	reads := hgetall()
 	ids := make([]string, fills)
@@ -142,6 +171,9 @@ func TestTrackingCostPerFill(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for i, r := range replicas {
 		for r.Stats().KeysChanged-before[i] < fills {
+			if why := resynced(); why != "" {
+				return why
+			}
 			if time.Now().After(deadline) {
 				t.Fatalf("replica %d heard of %d of %d fills", i, r.Stats().KeysChanged-before[i], fills)
 			}
@@ -153,7 +185,12 @@ func TestTrackingCostPerFill(t *testing.T) {
 	extra := hgetall() - reads - 2*fills
 	for _, id := range ids {
 		if rec, ok := replicas[0].l1.Peek(id); !ok || rec.Status != session.StatusActive {
-			t.Fatalf("the filling replica's L1 holds %+v (present %v) after its own fill, want it active", rec, ok)
+			if why := resynced(); why != "" {
+				return why
+			}
+			st := replicas[0].Stats()
+			t.Fatalf("the filling replica's L1 holds %+v (present %v) after its own fill, want it active (fills skipped %d, L2 errors %d)",
+				rec, ok, st.FillsSkipped, st.L2Errors)
 		}
 	}
 	for i, r := range replicas {
@@ -167,4 +204,5 @@ func TestTrackingCostPerFill(t *testing.T) {
 	if extra > fills+fills/10 {
 		t.Errorf("%d extra HGETALLs for %d fills, want about one each", extra, fills)
 	}
+	return ""
 }
