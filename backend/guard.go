@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/galaxy-game/sessioncache/session"
@@ -70,6 +70,11 @@ type GuardOptions struct {
 	// probe call through (half-open); a successful probe closes it, a
 	// failed one opens it again. Default DefaultGuardOpenTimeout.
 	OpenTimeout time.Duration
+	// Now is the clock of the token bucket's refill and of the breaker's
+	// OpenTimeout. Default time.Now. A wait for a token (MaxWait) is a
+	// real timer of the duration this clock gives. It is called from
+	// every Fetch, so it must be safe for concurrent use.
+	Now func() time.Time
 }
 
 func (o *GuardOptions) setDefaults() error {
@@ -101,6 +106,9 @@ func (o *GuardOptions) setDefaults() error {
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = DefaultGuardOpenTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return nil
 }
@@ -141,19 +149,12 @@ type GuardStats struct {
 type Guard struct {
 	next    Fetcher
 	opts    GuardOptions
-	breaker *gobreaker.CircuitBreaker[session.Record]
+	breaker breaker
 	limiter *rate.Limiter
 	slots   chan struct{} // one element per call in flight
 
 	calls, failures, rejectedOpen, rejectedRate, rejectedBusy, openings atomic.Uint64
 }
-
-// excluded marks an error the breaker must not count: the caller
-// cancelled.
-type excluded struct{ err error }
-
-func (e excluded) Error() string { return e.err.Error() }
-func (e excluded) Unwrap() error { return e.err }
 
 // NewGuard returns a Guard around next, configured by opts.
 func NewGuard(next Fetcher, opts GuardOptions) (*Guard, error) {
@@ -163,32 +164,13 @@ func NewGuard(next Fetcher, opts GuardOptions) (*Guard, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	g := &Guard{
+	return &Guard{
 		next:    next,
 		opts:    opts,
+		breaker: breaker{failures: opts.Failures, openTimeout: opts.OpenTimeout},
 		limiter: rate.NewLimiter(rate.Limit(opts.Rate), opts.Burst),
 		slots:   make(chan struct{}, opts.MaxConcurrent),
-	}
-	failures := uint32(opts.Failures)
-	g.breaker = gobreaker.NewCircuitBreaker[session.Record](gobreaker.Settings{
-		Name:        "session backend",
-		MaxRequests: 1,
-		Timeout:     opts.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsSuccessful: func(err error) bool {
-			return err == nil || errors.Is(err, session.ErrNotFound)
-		},
-		IsExcluded: func(err error) bool {
-			var e excluded
-			return errors.As(err, &e)
-		},
-		OnStateChange: func(_ string, _, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
-				g.openings.Add(1)
-			}
-		},
-	})
-	return g, nil
+	}, nil
 }
 
 // Fetch calls the wrapped Fetcher unless the breaker is open, the token
@@ -199,7 +181,7 @@ func (g *Guard) Fetch(ctx context.Context, id string) (session.Record, error) {
 	if err := session.ValidateID(id); err != nil {
 		return session.Record{}, fmt.Errorf("backend: fetch: %w", err)
 	}
-	if g.breaker.State() == gobreaker.StateOpen {
+	if g.breaker.state(g.opts.Now()) == breakerOpen {
 		g.rejectedOpen.Add(1)
 		return session.Record{}, fmt.Errorf("backend: fetch %s: %w", session.Redact(id), ErrBreakerOpen)
 	}
@@ -214,43 +196,81 @@ func (g *Guard) Fetch(ctx context.Context, id string) (session.Record, error) {
 		g.rejectedRate.Add(1)
 		return session.Record{}, fmt.Errorf("backend: fetch %s: %w", session.Redact(id), ErrRateLimited)
 	}
-	rec, err := g.breaker.Execute(func() (session.Record, error) {
-		g.calls.Add(1)
-		rec, err := g.next.Fetch(ctx, id)
-		switch {
-		case err == nil, errors.Is(err, session.ErrNotFound):
-		case errors.Is(ctx.Err(), context.Canceled):
-			return rec, excluded{err}
-		default:
-			g.failures.Add(1)
-		}
-		return rec, err
-	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+	gen, ok := g.breaker.admit(g.opts.Now())
+	if !ok {
 		g.rejectedOpen.Add(1)
 		return session.Record{}, fmt.Errorf("backend: fetch %s: %w", session.Redact(id), ErrBreakerOpen)
 	}
-	var e excluded
-	if errors.As(err, &e) {
-		err = e.err
+	g.calls.Add(1)
+	out := outcomeFailure // if next panics
+	defer func() {
+		if g.breaker.done(g.opts.Now(), gen, out) {
+			g.openings.Add(1)
+		}
+	}()
+	rec, err := g.next.Fetch(ctx, id)
+	switch {
+	case err == nil, errors.Is(err, session.ErrNotFound):
+		out = outcomeSuccess
+	case errors.Is(ctx.Err(), context.Canceled):
+		out = outcomeExcluded
+	default:
+		g.failures.Add(1)
 	}
 	return rec, err
 }
 
 // token takes a token from the bucket, waiting up to MaxWait (within ctx).
+// It fails at once, reserving nothing, when the token would come later.
 func (g *Guard) token(ctx context.Context) bool {
-	if g.opts.MaxWait == 0 {
-		return g.limiter.Allow()
+	now := g.opts.Now()
+	if g.limiter.AllowN(now, 1) {
+		return true
 	}
-	wctx, cancel := context.WithTimeout(ctx, g.opts.MaxWait)
-	defer cancel()
-	// Wait fails at once when the token would come after the deadline.
-	return g.limiter.Wait(wctx) == nil
+	limit := g.opts.MaxWait
+	if limit == 0 {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// A context's deadline is on the system clock, as the timer
+		// below is: the one reading of it in a Guard.
+		limit = min(limit, time.Until(dl))
+	}
+	if g.delay(now) > limit {
+		return false
+	}
+	r := g.limiter.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	switch {
+	case d > limit: // others took the tokens since delay looked
+		r.CancelAt(now)
+		return false
+	case d == 0:
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		r.CancelAt(g.opts.Now())
+		return false
+	}
+}
+
+// delay is how long after now the bucket holds a whole token.
+func (g *Guard) delay(now time.Time) time.Duration {
+	missing := 1 - g.limiter.TokensAt(now)
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / g.opts.Rate * float64(time.Second))
 }
 
 // BreakerState returns "closed", "half-open" or "open".
 func (g *Guard) BreakerState() string {
-	return g.breaker.State().String()
+	return g.breaker.state(g.opts.Now()).String()
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
@@ -263,4 +283,126 @@ func (g *Guard) Stats() GuardStats {
 		RejectedBusy:    g.rejectedBusy.Load(),
 		BreakerOpenings: g.openings.Load(),
 	}
+}
+
+// breakerState is the state of a breaker.
+type breakerState int
+
+const (
+	breakerClosed breakerState = iota
+	breakerOpen
+	breakerHalfOpen
+)
+
+// String returns "closed", "open" or "half-open".
+func (s breakerState) String() string {
+	switch s {
+	case breakerClosed:
+		return "closed"
+	case breakerOpen:
+		return "open"
+	case breakerHalfOpen:
+		return "half-open"
+	}
+	return fmt.Sprintf("breakerState(%d)", int(s))
+}
+
+// outcome is how a call counts for the breaker.
+type outcome int
+
+const (
+	outcomeSuccess  outcome = iota
+	outcomeFailure          // counts towards opening
+	outcomeExcluded         // counts neither way: the caller cancelled
+)
+
+// breaker is the Guard's circuit breaker, on the Guard's clock: closed
+// until failures consecutive calls fail, then open for openTimeout, then
+// half-open, when it admits one probe at a time; the probe's success
+// closes it and its failure opens it again. A call counts only in the
+// state it was admitted in: one that ends after a change of state (its
+// generation) is ignored. Every method takes the time from its caller.
+type breaker struct {
+	failures    int
+	openTimeout time.Duration
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	st         breakerState
+	generation uint64    // incremented at every change of st
+	failed     int       // consecutive failures while closed
+	openUntil  time.Time // when an open breaker turns half-open
+	probing    bool      // half-open, with its probe in flight
+}
+
+// state returns the state at now.
+func (b *breaker) state(now time.Time) breakerState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stateLocked(now)
+}
+
+// stateLocked returns the state at now, after an open breaker whose
+// OpenTimeout has passed turned half-open.
+func (b *breaker) stateLocked(now time.Time) breakerState {
+	if b.st == breakerOpen && !now.Before(b.openUntil) {
+		b.setLocked(breakerHalfOpen, now)
+	}
+	return b.st
+}
+
+// setLocked changes the state and starts a generation.
+func (b *breaker) setLocked(st breakerState, now time.Time) {
+	b.st, b.failed, b.probing = st, 0, false
+	b.generation++
+	if st == breakerOpen {
+		b.openUntil = now.Add(b.openTimeout)
+	}
+}
+
+// admit reports whether a call may go at now, and the generation that
+// done must be given when it ends.
+func (b *breaker) admit(now time.Time) (generation uint64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.stateLocked(now) {
+	case breakerOpen:
+		return 0, false
+	case breakerHalfOpen:
+		if b.probing {
+			return 0, false
+		}
+		b.probing = true
+	}
+	return b.generation, true
+}
+
+// done counts the outcome of a call admitted in generation, ending at now,
+// and reports whether it opened the breaker.
+func (b *breaker) done(now time.Time, generation uint64, out outcome) (opened bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.stateLocked(now)
+	if generation != b.generation {
+		return false
+	}
+	switch {
+	case out == outcomeExcluded:
+		b.probing = false
+	case st == breakerClosed && out == outcomeSuccess:
+		b.failed = 0
+	case st == breakerClosed:
+		b.failed++
+		if b.failed < b.failures {
+			return false
+		}
+		b.setLocked(breakerOpen, now)
+		return true
+	case st == breakerHalfOpen && out == outcomeSuccess:
+		b.setLocked(breakerClosed, now)
+	case st == breakerHalfOpen:
+		b.setLocked(breakerOpen, now)
+		return true
+	}
+	return false
 }

@@ -45,6 +45,12 @@ func (f *fakeFetcher) set(answer func(string) (session.Record, error)) {
 	f.answer = answer
 }
 
+func (f *fakeFetcher) setBlock(block chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.block = block
+}
+
 func (f *fakeFetcher) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -62,6 +68,28 @@ func answerNotFound(string) (session.Record, error) {
 }
 func answerUnavailable(string) (session.Record, error) { return session.Record{}, errUnavailable }
 
+// fakeClock is a GuardOptions.Now that moves only when Advance moves it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 func newTestGuard(t *testing.T, f Fetcher, opts GuardOptions) *Guard {
 	t.Helper()
 	g, err := NewGuard(f, opts)
@@ -72,66 +100,173 @@ func newTestGuard(t *testing.T, f Fetcher, opts GuardOptions) *Guard {
 }
 
 func TestGuardBreakerOpensAndStopsCalls(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: answerUnavailable}
+	g := newTestGuard(t, f, GuardOptions{Failures: 5, OpenTimeout: time.Second, Rate: 1e6, Now: clock.Now})
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, errUnavailable) {
+			t.Fatalf("Fetch %d with the backend failing = %v, want the backend's error", i, err)
+		}
+	}
+	if s := g.BreakerState(); s != "open" {
+		t.Fatalf("BreakerState() after 5 failures = %q, want open", s)
+	}
+	for i := range 100 {
+		if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, ErrBreakerOpen) {
+			t.Fatalf("Fetch %d while open = %v, want ErrBreakerOpen", i, err)
+		}
+	}
+	if n := f.count(); n != 5 {
+		t.Fatalf("backend calls = %d, want 5: none while the breaker is open", n)
+	}
+
+	// It stays open for OpenTimeout, then one probe goes through; its
+	// success closes the breaker.
+	clock.Advance(time.Second - time.Nanosecond)
+	if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("Fetch 1ns before OpenTimeout = %v, want ErrBreakerOpen", err)
+	}
+	clock.Advance(time.Nanosecond)
+	f.set(answerActive)
+	if _, err := g.Fetch(ctx, "dev-1"); err != nil {
+		t.Fatalf("probe after OpenTimeout = %v, want a record", err)
+	}
+	if s := g.BreakerState(); s != "closed" {
+		t.Fatalf("BreakerState() after a successful probe = %q, want closed", s)
+	}
+	st := g.Stats()
+	if st.Calls != 6 || st.RejectedOpen != 101 || st.BreakerOpenings != 1 || st.Failures != 5 {
+		t.Errorf("Stats() = %+v, want 6 calls, 5 failures, 101 rejected while open, 1 opening", st)
+	}
+}
+
+func TestGuardFailedProbeReopens(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: answerUnavailable}
+	g := newTestGuard(t, f, GuardOptions{Failures: 2, OpenTimeout: 100 * time.Millisecond, Rate: 1e6, Now: clock.Now})
+	ctx := context.Background()
+	for range 2 {
+		_, _ = g.Fetch(ctx, "dev-1")
+	}
+	clock.Advance(100 * time.Millisecond)
+	if s := g.BreakerState(); s != "half-open" {
+		t.Fatalf("BreakerState() after OpenTimeout = %q, want half-open", s)
+	}
+	if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, errUnavailable) {
+		t.Fatalf("failing probe = %v, want the backend's error", err)
+	}
+	if s := g.BreakerState(); s != "open" {
+		t.Fatalf("BreakerState() after a failed probe = %q, want open", s)
+	}
+	if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("Fetch after a failed probe = %v, want ErrBreakerOpen", err)
+	}
+	// The failed probe started a new OpenTimeout.
+	clock.Advance(99 * time.Millisecond)
+	if s := g.BreakerState(); s != "open" {
+		t.Fatalf("BreakerState() 99ms after the failed probe = %q, want open", s)
+	}
+	clock.Advance(time.Millisecond)
+	if s := g.BreakerState(); s != "half-open" {
+		t.Fatalf("BreakerState() OpenTimeout after the failed probe = %q, want half-open", s)
+	}
+	if st := g.Stats(); st.BreakerOpenings != 2 || st.Calls != 3 || st.Failures != 3 {
+		t.Errorf("Stats() = %+v, want 2 openings, 3 calls, 3 failures", st)
+	}
+}
+
+// TestGuardHalfOpenProbes checks that a half-open breaker lets one probe
+// through at a time, that a cancelled probe leaves room for the next, and
+// that a call which ends after the breaker changed state counts for
+// nothing.
+func TestGuardHalfOpenProbes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		clock := newFakeClock()
 		f := &fakeFetcher{answer: answerUnavailable}
-		g := newTestGuard(t, f, GuardOptions{Failures: 5, OpenTimeout: time.Second, Rate: 1e6})
+		g := newTestGuard(t, f, GuardOptions{Failures: 1, OpenTimeout: time.Second, Rate: 1e6, Now: clock.Now})
 		ctx := context.Background()
-		for i := range 5 {
-			if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, errUnavailable) {
-				t.Fatalf("Fetch %d with the backend failing = %v, want the backend's error", i, err)
-			}
+
+		// A call admitted while closed, held by the backend.
+		lateBlock := make(chan struct{})
+		f.setBlock(lateBlock)
+		late := make(chan error)
+		go func() {
+			_, err := g.Fetch(ctx, "dev-late")
+			late <- err
+		}()
+		synctest.Wait()
+		f.setBlock(nil)
+		if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, errUnavailable) {
+			t.Fatalf("Fetch with the backend failing = %v, want the backend's error", err)
 		}
-		if s := g.BreakerState(); s != "open" {
-			t.Fatalf("BreakerState() after 5 failures = %q, want open", s)
-		}
-		for i := range 100 {
-			if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, ErrBreakerOpen) {
-				t.Fatalf("Fetch %d while open = %v, want ErrBreakerOpen", i, err)
-			}
-		}
-		if n := f.count(); n != 5 {
-			t.Fatalf("backend calls = %d, want 5: none while the breaker is open", n)
+		clock.Advance(time.Second)
+		if s := g.BreakerState(); s != "half-open" {
+			t.Fatalf("BreakerState() after OpenTimeout = %q, want half-open", s)
 		}
 
-		// After OpenTimeout one probe goes through; its success closes
-		// the breaker.
-		time.Sleep(time.Second + time.Millisecond)
+		// A probe in flight: the next call is refused.
 		f.set(answerActive)
-		if _, err := g.Fetch(ctx, "dev-1"); err != nil {
-			t.Fatalf("probe after OpenTimeout = %v, want a record", err)
+		f.setBlock(make(chan struct{}))
+		pctx, cancel := context.WithCancel(ctx)
+		probe := make(chan error)
+		go func() {
+			_, err := g.Fetch(pctx, "dev-probe")
+			probe <- err
+		}()
+		synctest.Wait()
+		if _, err := g.Fetch(ctx, "dev-2"); !errors.Is(err, ErrBreakerOpen) {
+			t.Fatalf("Fetch beside the probe in flight = %v, want ErrBreakerOpen", err)
+		}
+		// The caller gives the probe up: it counts neither way, and the
+		// next call is the probe.
+		cancel()
+		if err := <-probe; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled probe = %v, want context.Canceled", err)
+		}
+		if s := g.BreakerState(); s != "half-open" {
+			t.Fatalf("BreakerState() after a cancelled probe = %q, want half-open", s)
+		}
+		// The call admitted while closed fails now, in another state:
+		// it must not open the breaker again.
+		f.setBlock(nil)
+		f.set(answerUnavailable)
+		close(lateBlock)
+		if err := <-late; !errors.Is(err, errUnavailable) {
+			t.Fatalf("call admitted before the opening = %v, want the backend's error", err)
+		}
+		if s := g.BreakerState(); s != "half-open" {
+			t.Fatalf("BreakerState() after a failure admitted before the opening = %q, want half-open", s)
+		}
+		f.set(answerActive)
+		if _, err := g.Fetch(ctx, "dev-3"); err != nil {
+			t.Fatalf("probe after the cancelled one = %v, want a record", err)
 		}
 		if s := g.BreakerState(); s != "closed" {
 			t.Fatalf("BreakerState() after a successful probe = %q, want closed", s)
 		}
-		st := g.Stats()
-		if st.Calls != 6 || st.RejectedOpen != 100 || st.BreakerOpenings != 1 || st.Failures != 5 {
-			t.Errorf("Stats() = %+v, want 6 calls, 5 failures, 100 rejected while open, 1 opening", st)
+		if st := g.Stats(); st.BreakerOpenings != 1 || st.RejectedOpen != 1 {
+			t.Errorf("Stats() = %+v, want 1 opening and 1 refusal", st)
 		}
 	})
 }
 
-func TestGuardFailedProbeReopens(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{answer: answerUnavailable}
-		g := newTestGuard(t, f, GuardOptions{Failures: 2, OpenTimeout: 100 * time.Millisecond, Rate: 1e6})
-		ctx := context.Background()
-		for range 2 {
-			_, _ = g.Fetch(ctx, "dev-1")
-		}
-		time.Sleep(101 * time.Millisecond)
-		if s := g.BreakerState(); s != "half-open" {
-			t.Fatalf("BreakerState() after OpenTimeout = %q, want half-open", s)
-		}
-		if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, errUnavailable) {
-			t.Fatalf("failing probe = %v, want the backend's error", err)
-		}
-		if s := g.BreakerState(); s != "open" {
-			t.Fatalf("BreakerState() after a failed probe = %q, want open", s)
-		}
-		if _, err := g.Fetch(ctx, "dev-1"); !errors.Is(err, ErrBreakerOpen) {
-			t.Fatalf("Fetch after a failed probe = %v, want ErrBreakerOpen", err)
-		}
-	})
+// TestGuardPanicCountsAsFailure checks that a Fetcher's panic reaches the
+// caller and counts for the breaker as a failure.
+func TestGuardPanicCountsAsFailure(t *testing.T) {
+	f := &fakeFetcher{answer: func(string) (session.Record, error) { panic("backend bug") }}
+	g := newTestGuard(t, f, GuardOptions{Failures: 1, Rate: 1e6, Now: newFakeClock().Now})
+	func() {
+		defer func() {
+			if r := recover(); r != "backend bug" {
+				t.Errorf("recover() = %v, want the Fetcher's panic", r)
+			}
+		}()
+		_, _ = g.Fetch(context.Background(), "dev-1")
+	}()
+	if s := g.BreakerState(); s != "open" {
+		t.Errorf("BreakerState() after a panic with Failures 1 = %q, want open", s)
+	}
 }
 
 func TestGuardNotFoundNeverTrips(t *testing.T) {
@@ -185,42 +320,59 @@ func TestGuardCancellationNeverTrips(t *testing.T) {
 }
 
 func TestGuardRateLimit(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := &fakeFetcher{answer: answerActive}
-		g := newTestGuard(t, f, GuardOptions{Rate: 10, Burst: 5})
-		ctx := context.Background()
-		ok, limited := 0, 0
-		for range 20 {
-			_, err := g.Fetch(ctx, "dev-1")
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, ErrRateLimited):
-				limited++
-			default:
-				t.Fatalf("Fetch = %v, want a record or ErrRateLimited", err)
-			}
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: answerActive}
+	g := newTestGuard(t, f, GuardOptions{Rate: 10, Burst: 5, Now: clock.Now})
+	ctx := context.Background()
+	ok, limited := 0, 0
+	for range 20 {
+		_, err := g.Fetch(ctx, "dev-1")
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrRateLimited):
+			limited++
+		default:
+			t.Fatalf("Fetch = %v, want a record or ErrRateLimited", err)
 		}
-		if ok != 5 || limited != 15 || f.count() != 5 {
-			t.Fatalf("20 calls at once with Burst 5: %d passed, %d limited, %d backend calls; want 5, 15, 5", ok, limited, f.count())
-		}
-		// One second refills Rate tokens (capped at Burst).
-		time.Sleep(time.Second)
-		ok = 0
+	}
+	if ok != 5 || limited != 15 || f.count() != 5 {
+		t.Fatalf("20 calls at once with Burst 5: %d passed, %d limited, %d backend calls; want 5, 15, 5", ok, limited, f.count())
+	}
+	passed := func() int {
+		n := 0
 		for range 20 {
 			if _, err := g.Fetch(ctx, "dev-1"); err == nil {
-				ok++
+				n++
 			}
 		}
-		if ok != 5 {
-			t.Fatalf("calls passed after 1s = %d, want 5 (the bucket refills up to Burst)", ok)
+		return n
+	}
+	// The bucket refills at Rate, up to Burst.
+	tests := []struct {
+		advance time.Duration
+		want    int
+	}{
+		{0, 0},
+		{99 * time.Millisecond, 0},
+		{time.Millisecond, 1},
+		{300 * time.Millisecond, 3},
+		{time.Second, 5},
+		{time.Hour, 5},
+	}
+	for _, tc := range tests {
+		clock.Advance(tc.advance)
+		if n := passed(); n != tc.want {
+			t.Errorf("calls passed %v after the bucket emptied = %d, want %d", tc.advance, n, tc.want)
 		}
-		if s := g.BreakerState(); s != "closed" {
-			t.Errorf("BreakerState() after rate limiting = %q, want closed: refusals are not failures", s)
-		}
-	})
+	}
+	if s := g.BreakerState(); s != "closed" {
+		t.Errorf("BreakerState() after rate limiting = %q, want closed: refusals are not failures", s)
+	}
 }
 
+// TestGuardMaxWait runs on the default clock: the wait for a token is a
+// real timer, which synctest's bubble controls with the system clock.
 func TestGuardMaxWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeFetcher{answer: answerActive}
@@ -316,7 +468,7 @@ func TestNewGuardOptions(t *testing.T) {
 	}
 	g := newTestGuard(t, f, GuardOptions{})
 	if g.opts.Rate != DefaultGuardRate || g.opts.Burst != 100 || g.opts.MaxConcurrent != DefaultGuardMaxConcurrent ||
-		g.opts.Failures != DefaultGuardFailures || g.opts.OpenTimeout != DefaultGuardOpenTimeout {
+		g.opts.Failures != DefaultGuardFailures || g.opts.OpenTimeout != DefaultGuardOpenTimeout || g.opts.Now == nil {
 		t.Errorf("defaults = %+v", g.opts)
 	}
 }

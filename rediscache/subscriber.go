@@ -114,6 +114,17 @@ type SubscriberOptions struct {
 	// Logger receives losses, syncs and dropped messages. It never gets
 	// a message's contents or a full session id. Default: discard.
 	Logger *slog.Logger
+	// Now is the clock. Default time.Now. Every time the subscriber reads
+	// comes from it: when a heartbeat probe is due and when an unanswered
+	// one has failed, the deadline of a new connection's confirmation, the
+	// backoff between failed connections, Event.At, and
+	// SubscriberStats.LastMessageUnixMs and LastHeartbeatUnixMs. The waits
+	// between two checks are real timers of the durations this clock
+	// gives: a clock that stands still sends no probe and fails none, and
+	// one that jumps makes the next check due at once. It is called from
+	// Run's goroutine and, on a cluster, from the tracker connections'
+	// goroutines, so it must be safe for concurrent use.
+	Now func() time.Time
 }
 
 func (o *SubscriberOptions) setDefaults() error {
@@ -138,6 +149,9 @@ func (o *SubscriberOptions) setDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return nil
 }
@@ -309,6 +323,23 @@ func (c *Cache) NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 	return &Subscriber{c: c, opts: opts, setup: max(opts.HeartbeatTimeout, 4*c.opts.CallTimeout)}, nil
 }
 
+// until returns the time from now to t on SubscriberOptions.Now. A
+// deadline on that clock bounds a context or a receive through it: both
+// run on real timers.
+func (s *Subscriber) until(t time.Time) time.Duration {
+	return t.Sub(s.opts.Now())
+}
+
+// LossBound is how long a connection that silently stopped carrying
+// messages can go unnoticed: HeartbeatInterval + HeartbeatTimeout, or 0
+// with the heartbeat off (a loss is then noticed only from an error).
+func (s *Subscriber) LossBound() time.Duration {
+	if s.opts.HeartbeatInterval < 0 {
+		return 0
+	}
+	return s.opts.HeartbeatInterval + s.opts.HeartbeatTimeout
+}
+
 // Stats returns the counters. It is cheap and safe for concurrent use.
 func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{
@@ -363,7 +394,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if r.based {
 			reason = lost
 		}
-		if !syncedAt.IsZero() && time.Since(syncedAt) >= maxBackoff {
+		if !syncedAt.IsZero() && s.opts.Now().Sub(syncedAt) >= maxBackoff {
 			delay = 0
 		} else {
 			delay = min(max(2*delay, minBackoff), maxBackoff)
@@ -535,7 +566,7 @@ func (r *runState) connect(ctx context.Context, reason string) (lost string, syn
 func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, syncedAt *time.Time) (string, error) {
 	s := r.s
 	channel := s.c.layout.Channel()
-	deadline := time.Now().Add(s.setup)
+	deadline := s.opts.Now().Add(s.setup)
 	if cc, ok := r.client.(*redis.ClusterClient); ok && r.own && !s.st.trackingRefused.Load() {
 		tr, err := r.startTrackers(ctx, cc, deadline, func() { _ = ps.Close() })
 		if err != nil {
@@ -559,7 +590,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		// for go-redis' own dial and read timeouts (seconds) with the
 		// heartbeat stopped and the loss unreported. Failing that
 		// reconnect costs nothing: the connection is replaced anyway.
-		wait := r.wait(time.Now(), confirmed, deadline)
+		wait := r.wait(s.opts.Now(), confirmed, deadline)
 		rctx, cancel := context.WithTimeout(ctx, wait+receiveSlack)
 		msg, err := ps.ReceiveTimeout(rctx, wait)
 		cancel()
@@ -581,7 +612,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 			return ReasonError, fmt.Errorf("rediscache: receive the subscription confirmation: %w", err)
 		}
 		if err == nil {
-			r.lastRecv = time.Now()
+			r.lastRecv = s.opts.Now()
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -611,7 +642,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 				return ReasonError, err
 			}
 			r.tracked = r.tracked || s.st.tracking.Load()
-			now := time.Now()
+			now := s.opts.Now()
 			if syncedAt.IsZero() {
 				*syncedAt = now
 			}
@@ -619,10 +650,10 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 		case *redis.Pong:
 			if r.probe != "" && m.Payload == r.probe {
 				r.probe = ""
-				s.st.lastHeartbeatUnixMs.Store(time.Now().UnixMilli())
+				s.st.lastHeartbeatUnixMs.Store(s.opts.Now().UnixMilli())
 			}
 		}
-		if lost, err := r.tick(ctx, ps, time.Now(), confirmed, deadline); err != nil {
+		if lost, err := r.tick(ctx, ps, s.opts.Now(), confirmed, deadline); err != nil {
 			return lost, err
 		}
 	}
@@ -631,7 +662,7 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 // subscribe names the connection and sends SUBSCRIBE; the confirmation
 // arrives through ReceiveTimeout.
 func (r *runState) subscribe(ctx context.Context, ps *redis.PubSub, deadline time.Time) error {
-	sctx, cancel := context.WithDeadline(ctx, deadline)
+	sctx, cancel := context.WithTimeout(ctx, r.s.until(deadline))
 	defer cancel()
 	if name := r.s.opts.Name; name != "" {
 		// CLIENT SETNAME goes first, on the connection it creates, so that
@@ -640,7 +671,7 @@ func (r *runState) subscribe(ctx context.Context, ps *redis.PubSub, deadline tim
 		if err := ps.ClientSetName(sctx, name); err != nil {
 			return fmt.Errorf("rediscache: connect the subscriber: %w", err)
 		}
-		reply, err := ps.ReceiveTimeout(sctx, max(time.Until(deadline), time.Millisecond))
+		reply, err := ps.ReceiveTimeout(sctx, max(r.s.until(deadline), time.Millisecond))
 		var rerr redis.Error
 		switch {
 		case errors.As(err, &rerr):
@@ -727,7 +758,7 @@ func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, co
 func (r *runState) handle(ctx context.Context, payload string) error {
 	s := r.s
 	s.st.received.Add(1)
-	s.st.lastMessageUnixMs.Store(time.Now().UnixMilli())
+	s.st.lastMessageUnixMs.Store(s.opts.Now().UnixMilli())
 	m, err := session.ParseInvalidation([]byte(payload))
 	if err != nil || m.Stripe >= len(r.last) {
 		r.malformed(len(payload))
@@ -782,11 +813,11 @@ func (r *runState) gap(ctx context.Context, m session.Invalidation) error {
 	s.st.gaps.Add(1)
 	s.opts.Logger.Warn("rediscache: gap in the invalidation sequence", "stripe", k, "last", r.last[k], "seq", m.Seq)
 	r.emit(Event{Kind: EventLost, Reason: ReasonGap})
-	start := time.Now()
+	start := s.opts.Now()
 	n, complete, err := r.replay(ctx, k, r.last[k], r.lastAt[k], m.Seq-1)
 	if r.probe != "" {
 		// The replay kept us from reading the probe's answer.
-		r.probeSent = r.probeSent.Add(time.Since(start))
+		r.probeSent = r.probeSent.Add(s.opts.Now().Sub(start))
 	}
 	if err != nil {
 		// Applying a revocation early is always safe; the positions
@@ -841,7 +872,7 @@ func (r *runState) restarted(m session.Invalidation) error {
 // malformed counts and logs a dropped message, at most one line a second.
 func (r *runState) malformed(size int) {
 	r.s.st.malformed.Add(1)
-	now := time.Now()
+	now := r.s.opts.Now()
 	if now.Sub(r.malformedLogged) < time.Second {
 		r.malformedQuiet++
 		return
@@ -873,7 +904,7 @@ func (r *runState) synced(reason string, replayed int, drop bool) {
 }
 
 func (r *runState) emit(ev Event) {
-	ev.At = time.Now()
+	ev.At = r.s.opts.Now()
 	r.s.st.subscribed.Store(ev.Kind == EventSynced)
 	if r.s.opts.OnEvent != nil {
 		r.s.opts.OnEvent(ev)

@@ -804,6 +804,73 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 	}
 }
 
+// fakeClock is a SubscriberOptions.Now that moves only when Advance moves
+// it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestSubscriberHeartbeatFollowsClock runs a subscriber on a clock that
+// moves only when the test moves it: a probe goes out only when that clock
+// says one is due, and the times the subscriber reports are that clock's.
+func TestSubscriberHeartbeatFollowsClock(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client(t)
+	c := subCache(t, rdb, Options{})
+	clock := newFakeClock()
+	h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: interval, HeartbeatTimeout: time.Second, Now: clock.Now}, nil)
+	if ev := h.expectEvent(t, EventSynced, ReasonStart); !ev.At.Equal(clock.Now()) {
+		t.Errorf("EventSynced.At = %v, want the clock's %v", ev.At, clock.Now())
+	}
+
+	// While the clock stands still no probe is due, however many
+	// intervals pass on the system clock.
+	h.expectQuiet(t, 5*interval)
+	if st := h.sub.Stats(); st.HeartbeatsSent != 0 || st.LastHeartbeatUnixMs != 0 {
+		t.Fatalf("Stats() with the clock standing still = %+v, want no probe", st)
+	}
+
+	// One interval on the clock: one probe, answered at the clock's time.
+	clock.Advance(interval)
+	poll := time.NewTicker(time.Millisecond) // no callback tells of an answer
+	defer poll.Stop()
+	timeout := time.After(subWait)
+	for h.sub.Stats().LastHeartbeatUnixMs == 0 {
+		select {
+		case <-poll.C:
+		case <-timeout:
+			t.Fatalf("no probe answered within %v of the clock reaching the next probe", subWait)
+		}
+	}
+	if st := h.sub.Stats(); st.HeartbeatsSent != 1 || st.LastHeartbeatUnixMs != clock.Now().UnixMilli() || st.HeartbeatFailures != 0 {
+		t.Errorf("Stats() = %+v, want 1 probe sent, answered at %d, no failure", st, clock.Now().UnixMilli())
+	}
+
+	clock.Advance(time.Minute)
+	h.expectInvalidation(t, mustRevoke(t, rdb, c.Layout(), session.Invalidation{SessionID: "dev-1"}, true))
+	if st := h.sub.Stats(); st.LastMessageUnixMs != clock.Now().UnixMilli() {
+		t.Errorf("Stats().LastMessageUnixMs = %d, want the clock's %d", st.LastMessageUnixMs, clock.Now().UnixMilli())
+	}
+}
+
 // TestSubscriberWithoutHeartbeatMissesBlackhole is the control: without the
 // heartbeat, neither go-redis nor the Subscriber notices a blackhole, and the
 // revocation sent during it is silently lost.

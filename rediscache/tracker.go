@@ -39,7 +39,7 @@ func (r *runState) startTrackers(ctx context.Context, cc *redis.ClusterClient, d
 	t := &trackers{r: r, cancel: cancel}
 	var pss []*redis.PubSub
 	var mu sync.Mutex
-	sctx, scancel := context.WithDeadline(tctx, deadline)
+	sctx, scancel := context.WithTimeout(tctx, r.s.until(deadline))
 	defer scancel()
 	err := cc.ForEachMaster(sctx, func(_ context.Context, node *redis.Client) error {
 		ps := node.Subscribe(tctx) // no I/O yet
@@ -49,7 +49,7 @@ func (r *runState) startTrackers(ctx context.Context, cc *redis.ClusterClient, d
 		if err := ps.Subscribe(sctx, trackingChannel); err != nil {
 			return err
 		}
-		msg, err := ps.ReceiveTimeout(sctx, max(time.Until(deadline), time.Millisecond))
+		msg, err := ps.ReceiveTimeout(sctx, max(r.s.until(deadline), time.Millisecond))
 		if err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func (t *trackers) run(ctx context.Context, ps *redis.PubSub) error {
 	for n := 0; ; {
 		wait := interval
 		if probe != "" {
-			wait = max(time.Until(sent.Add(timeout)), time.Millisecond)
+			wait = max(s.until(sent.Add(timeout)), time.Millisecond)
 		}
 		rctx, cancel := context.WithTimeout(ctx, wait+receiveSlack)
 		msg, err := ps.ReceiveTimeout(rctx, wait)
@@ -151,7 +151,7 @@ func (t *trackers) run(ctx context.Context, ps *redis.PubSub) error {
 			return fmt.Errorf("rediscache: tracker heartbeat not answered within %v", timeout)
 		case err != nil && timeout > 0:
 			n++
-			probe, sent = probePrefix+"t"+strconv.Itoa(n), time.Now()
+			probe, sent = probePrefix+"t"+strconv.Itoa(n), s.opts.Now()
 			if err := ps.Ping(ctx, probe); err != nil {
 				return fmt.Errorf("rediscache: tracker heartbeat: %w", err)
 			}
