@@ -3,8 +3,11 @@
 // Zipf popularity) run on sessioncache's tiered cache, on rueidis'
 // server-assisted client-side caching and on go-redis/cache (TinyLFU in
 // process, msgpack values in Redis), all on the same redis-server and the
-// same sessions; the scale curve of the L1 hit ratio and of the Redis calls
-// it leaves; the statistics and the plot of BENCHMARKS.md.
+// same sessions; the L2-hit comparison with rueidis and raw go-redis, with
+// the CPU Redis spends per read (L2Peers); the scale curve of the L1 hit
+// ratio and of the Redis calls it leaves; the fan-out scale curve, from 10
+// to 1,000 subscribers on one redis-server (RunFanoutScale); the statistics
+// and the plots of BENCHMARKS.md.
 //
 // It is a module of its own so that the library's go.mod never depends on
 // the peers. bench/cmd/benchsuite runs everything (the library's own

@@ -3,7 +3,8 @@
 // measured in the same run, A/B interleaved over several rounds, with a
 // 95% bootstrap confidence interval; the hit-ratio table; the mixed
 // workload against rueidis and go-redis/cache; backend protection; memory;
-// and the scale curve as a table and a PNG.
+// the scale curve as a table and a PNG; and the fan-out scale curve (10 to
+// 1,000 subscribers on one redis-server) as a table and a PNG.
 //
 // Run it from the bench module (`make bench` at the repository root does):
 //
@@ -13,14 +14,15 @@
 //
 //	-root dir     the repository root (default "..")
 //	-out file     the report (default <root>/BENCHMARKS.md)
-//	-png file     the scale plot (default <root>/bench/scale.png)
+//	-png file     the scale plot (default <root>/bench/scale.png); the
+//	              fan-out plot is fanout.png beside it
 //	-rounds n     interleaved rounds per comparison (default 10)
 //	-quick        short phases and a small scale curve, to try the suite
 //
 // It needs go and redis-server on the PATH; the library's benchmarks start
 // their own redis-server processes, and the suite starts one more for the
-// mixed workload and the scale curve. All of them listen on loopback and
-// are stopped when it ends. It takes about ten minutes on two cores.
+// mixed workload and the scale curves. All of them listen on loopback and
+// are stopped when it ends. It takes about fifteen minutes on two cores.
 package main
 
 import (
@@ -106,6 +108,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		{"memory", s.runMemory},
 		{"backend protection", s.runProtection},
 		{"scale curve", s.runScale},
+		{"fan-out scale curve", s.runFanoutScale},
 		{"profiles of the targets that are short", s.runProfiles},
 	}
 	for _, st := range steps {
@@ -133,11 +136,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err := s.writePlot(); err != nil {
 		return err
 	}
+	if err := s.writeFanoutPlot(); err != nil {
+		return err
+	}
 	report := s.report(targets)
 	if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
 		return err
 	}
-	s.logf("wrote %s and %s in %v", cfg.out, cfg.png, s.elapsed.Round(time.Second))
+	s.logf("wrote %s, %s and %s in %v", cfg.out, cfg.png, s.fanoutPNG(), s.elapsed.Round(time.Second))
 	return nil
 }
 

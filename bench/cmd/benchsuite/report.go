@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -28,8 +30,11 @@ type target struct {
 }
 
 func (t target) verdict() string {
-	if t.ok {
-		return "ok"
+	switch {
+	case t.ok && t.goal == "reported":
+		return "reported"
+	case t.ok:
+		return "met"
 	}
 	return "short"
 }
@@ -82,6 +87,8 @@ func (s *suite) targets() []target {
 		ts = append(ts, t)
 	}
 
+	ts = append(ts, s.peerTargets()...)
+
 	t = target{key: "4", what: "Revocation fan-out to 3 replicas / raw PUBLISH to 3 subscribers, p99 of 1,000 (median of per-round ratios)", goal: "≤ 1.5×", figure: "n/a"}
 	if rs := perRound(s.lib.values("BenchmarkFanout", "p99-us"), s.lib.values("BenchmarkFanout", "raw-p99-us")); len(rs) > 0 {
 		m, lo, hi := bench.MedianCI(rs, 3)
@@ -118,8 +125,58 @@ func (s *suite) targets() []target {
 		t.figure, t.ok = fmt.Sprintf("%d points (table, scale.png)", len(s.scale)), true
 	}
 	ts = append(ts, t)
+	t = target{key: "9", what: "Fan-out scale curve: 10/100/1,000 subscribers on one redis-server (p50, p99, Redis CPU per revocation)", goal: "reported", figure: "n/a"}
+	if len(s.fanout) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%d points (table, fanout.png)", len(s.fanout)), true
+	}
+	ts = append(ts, t)
 	for i := range ts {
 		ts[i].why = s.why(ts[i])
+	}
+	return ts
+}
+
+// peerTargets are the targets of the bench module's L2-hit comparison
+// (BenchmarkL2Peers): sessioncache against rueidis and raw go-redis, time
+// and Redis CPU per read.
+func (s *suite) peerTargets() []target {
+	const name = "BenchmarkL2Peers"
+	var ts []target
+	// throughput: ours / side's, the inverse of the time per op.
+	throughput := func(key, what, g, side string, goal float64, reported bool, seed uint64) target {
+		t := target{key: key, what: what, goal: fmt.Sprintf("≥ %.2f×", goal), figure: "n/a"}
+		if reported {
+			t.goal = "reported"
+		}
+		a, b := s.lib.values(name+"/g"+g+"/"+side, "ns/op"), s.lib.values(name+"/g"+g+"/lookup", "ns/op")
+		if len(a) > 0 && len(b) > 0 {
+			r, lo, hi := bench.RatioCI(a, b, seed)
+			t.figure, t.ci, t.ok = ratio(r), interval(lo, hi), reported || r >= goal
+		}
+		return t
+	}
+	ts = append(ts,
+		throughput("3c", "L2-hit Lookup / rueidis HGETALL (auto-pipelined) throughput, 16 goroutines", "16", "rueidis", 1, true, 11),
+		throughput("3d", "L2-hit Lookup / rueidis HGETALL (auto-pipelined) throughput, 64 goroutines", "64", "rueidis", 1, false, 12),
+		throughput("3e", "L2-hit Lookup / raw go-redis HGETALL throughput, 64 goroutines (beside rueidis)", "64", "raw", 2, false, 13),
+	)
+	t := target{key: "3f", what: "L2-hit Lookup / raw go-redis HGETALL latency, 1 goroutine (time per op)", goal: "≤ 1.10×", figure: "n/a"}
+	if a, b := s.lib.values(name+"/g1/lookup", "ns/op"), s.lib.values(name+"/g1/raw", "ns/op"); len(a) > 0 && len(b) > 0 {
+		r, lo, hi := bench.RatioCI(a, b, 14)
+		t.figure, t.ci, t.ok = ratio(r), interval(lo, hi), r <= 1.1
+	}
+	ts = append(ts, t)
+	for i, g := range []string{"64", "16"} {
+		t := target{key: "3" + string(rune('g'+i)), what: "Redis CPU per L2 read (INFO cpu): Lookup / raw go-redis HGETALL, " + g + " goroutines", goal: "≤ 0.50×", figure: "n/a"}
+		if g == "16" {
+			t.goal = "reported"
+		}
+		a, b := s.lib.values(name+"/g"+g+"/lookup", "redis-cpu-us/read"), s.lib.values(name+"/g"+g+"/raw", "redis-cpu-us/read")
+		if len(a) > 0 && len(b) > 0 {
+			r, lo, hi := bench.RatioCI(a, b, 15+uint64(i))
+			t.figure, t.ci, t.ok = ratio(r), interval(lo, hi), g == "16" || r <= 0.5
+		}
+		ts = append(ts, t)
 	}
 	return ts
 }
@@ -227,6 +284,14 @@ func (s *suite) why(t target) string {
 	switch {
 	case strings.HasPrefix(t.key, "1"):
 		return "An L1 hit takes L1's lock, a map lookup and a list move, as golang-lru does; on top of that it reads L1's clock (a coarse clock refreshed every 10 ms), compares the status and copies the record twice. On a shared two-core machine parallel runs vary widely from round to round; the interval shows it."
+	case t.key == "3d":
+		return "rueidis writes every concurrent command of all its callers into one of a few connections and reads the replies in order, without a goroutine per command; rediscache's shared pipelines go through go-redis, whose pipeline takes a pooled connection, allocates a command object per read and a result map per hash, and the Lookup then decodes, validates and fills L1 (the table of the L2 hit against the peers gives allocations per op). On two cores shared with redis-server the client CPU per read decides the throughput."
+	case t.key == "3e":
+		return "Against the raw go-redis HGETALL at 64 goroutines, whose pool of 20 connections makes the other callers wait, shared pipelines win most when Redis and the clients have cores to spare; here both share two cores."
+	case t.key == "3f":
+		return "A lone Lookup that misses L1 does more than the raw HGETALL: the id check, the negative-cache check, a slot of the shared pipelines (a channel send and the queue's lock), a pipeline of one instead of a plain command, the decode and validation of the hash, the L1 fill; and Redis tracks the key for the replica (CLIENT TRACKING), which the raw client does not ask."
+	case strings.HasPrefix(t.key, "3g"):
+		return "Redis's CPU per read falls when many reads arrive in one read of its socket and leave in one write; at this concurrency the shared pipelines did not batch enough reads per pipeline to halve it, and each read of a tracking client also records the key in Redis's tracking table."
 	case strings.HasPrefix(t.key, "3"):
 		return "The profile below is the Lookup side. Beyond the HGETALL itself, a Lookup pays rediscache.Get's per-call context.WithTimeout (a context and a timer allocated and stopped per call), DecodeHash (the status parse and the public key check), the L1 fill (the same validation again and an entry allocation), the L1 miss and the negative-cache check: 6 more allocations per lookup. That is the share of the lookup's client CPU the profile below gives outside the Redis call, plus collecting the extra garbage (the collector's work is not under Lookup in the profile); on a machine where client and redis-server share two cores it is lost throughput. The per-call timeout lies in rediscache (a deadline from the client's ReadTimeout would avoid it, at the cost of the CallTimeout bound); the rest is the price of serving a validated, decoded record."
 	case t.key == "4":
@@ -250,6 +315,56 @@ func printTargets(w io.Writer, ts []target) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.key, t.what, t.figure, t.ci, t.goal, t.verdict())
 	}
 	tw.Flush()
+}
+
+// fanoutPNG is the fan-out plot's file, beside the scale plot.
+func (s *suite) fanoutPNG() string { return filepath.Join(filepath.Dir(s.cfg.png), "fanout.png") }
+
+// writeFanoutPlot draws the fan-out scale curve: p50 and p99 against the
+// subscribers, and Redis's CPU per revocation (medians over the rounds).
+func (s *suite) writeFanoutPlot() error {
+	subs, _ := s.fanoutGrid()
+	lat := []bench.Series{{Name: "p50"}, {Name: "p99"}}
+	cpu := []bench.Series{{Name: "Redis CPU"}}
+	for _, n := range subs {
+		var p50, p99, c []float64
+		for _, pt := range s.fanout {
+			if pt.Subscribers == n {
+				p50 = append(p50, float64(pt.P50)/1e3)
+				p99 = append(p99, float64(pt.P99)/1e3)
+				c = append(c, float64(pt.CPUPerRevocation)/1e3)
+			}
+		}
+		if len(p50) == 0 {
+			continue
+		}
+		x := float64(n)
+		lat[0].X, lat[0].Y = append(lat[0].X, x), append(lat[0].Y, bench.Median(p50))
+		lat[1].X, lat[1].Y = append(lat[1].X, x), append(lat[1].Y, bench.Median(p99))
+		cpu[0].X, cpu[0].Y = append(cpu[0].X, x), append(cpu[0].Y, bench.Median(c))
+	}
+	if len(lat[0].X) == 0 {
+		return nil
+	}
+	f, err := os.Create(s.fanoutPNG())
+	if err != nil {
+		return err
+	}
+	err = bench.WritePNG(f, []bench.Panel{
+		{Title: "Fan-out to 3 replicas, µs (log)", XLabel: "subscribers", LogY: true, Series: lat},
+		{Title: "Redis CPU per revocation, µs", XLabel: "subscribers", YMin: 0, YMax: yCeil(cpu[0].Y), Series: cpu},
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// yCeil returns a round upper bound of ys for a linear axis from 0.
+func yCeil(ys []float64) float64 {
+	m := slices.Max(ys)
+	step := math.Pow(10, math.Floor(math.Log10(max(m, 1))))
+	return math.Ceil(m/step) * step
 }
 
 // writePlot draws the scale curve.
@@ -356,6 +471,7 @@ func (s *suite) report(ts []target) string {
 	s.reportMixed(&b)
 	s.reportProtectionMemory(&b)
 	s.reportScale(&b)
+	s.reportFanoutScale(&b)
 	s.reportChanges(&b)
 	return b.String()
 }
@@ -387,6 +503,8 @@ func (s *suite) reportLibrary(b *strings.Builder) {
 	p("exceeds rediscache's CallTimeout (250 ms) fails closed; the share that did, median over the samples:\n")
 	p("%.3f%% at 16 goroutines, %.3f%% at 64.\n\n", bench.Median(s.lib.values("BenchmarkL2Hit/g16/lookup", "failed-%")), bench.Median(s.lib.values("BenchmarkL2Hit/g64/lookup", "failed-%")))
 
+	s.reportPeers(b)
+
 	p("## Revocation fan-out\n\n`tiered`'s `BenchmarkFanout`: three replicas with the session in their L1; a fourth client revokes it\n")
 	p("(`rediscache.RevokeSession`: the Lua script writes the hash, the sequence and the log, and publishes);\n")
 	p("the time runs until the third replica has flipped its L1 entry. Baseline: a raw go-redis `PUBLISH` of a\n")
@@ -399,6 +517,82 @@ func (s *suite) reportLibrary(b *strings.Builder) {
 	script, publish := s.lib.values("BenchmarkFanout", "script-us"), s.lib.values("BenchmarkFanout", "publish-us")
 	for i := range min(len(p50), len(rp50), len(p99), len(rp99), len(script), len(publish)) {
 		p("| %d | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.2f× | %.0f | %.1f |\n", i+1, p50[i], rp50[i], p99[i], rp99[i], p99[i]/rp99[i], script[i], publish[i])
+	}
+	p("\n")
+}
+
+// reportPeers writes the table of the bench module's L2-hit comparison.
+func (s *suite) reportPeers(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	const name = "BenchmarkL2Peers"
+	p("### L2 hit against rueidis and raw go-redis, with Redis's CPU\n\n")
+	p("The bench module's `BenchmarkL2Peers`, run in every round right after `BenchmarkL2Hit`, on a redis-server\n")
+	p("of its own loaded with the same 100,000 sessions: `Lookup` on a replica with a one-entry L1 (rediscache\n")
+	p("shares pipelines between concurrent reads), a raw go-redis `HGETALL` on a client with the same options\n")
+	p("(its pool: 10 connections per CPU), and a rueidis `HGETALL` (`Do`, client-side caching off; rueidis\n")
+	p("pipelines concurrent commands over its own connections). The sides run A, B, C, C, B, A at 16 and 64\n")
+	p("goroutines, and sessioncache and go-redis A, B, B, A at 1. Redis CPU per read is the growth of INFO cpu's\n")
+	p("used_cpu_sys + used_cpu_user over the timed phase divided by the HGETALLs INFO commandstats counted in it;\n")
+	p("\"Redis µs in HGETALL\" is commandstats' usec per call (the command alone, without the socket I/O).\n")
+	p("Medians over %d rounds × 2 samples; ratios are sessioncache's throughput over the side's.\n\n", s.cfg.rounds)
+	p("| goroutines | side | time per read | throughput: sessioncache / side | Redis CPU per read | Redis µs in HGETALL | allocs/op | failed |\n|---|---|---|---|---|---|---|---|\n")
+	for _, g := range []string{"1", "16", "64"} {
+		ours := bench.Median(s.lib.values(name+"/g"+g+"/lookup", "ns/op"))
+		for _, side := range []struct{ key, label string }{{"lookup", "sessioncache"}, {"raw", "go-redis"}, {"rueidis", "rueidis"}} {
+			k := name + "/g" + g + "/" + side.key
+			t := s.lib.values(k, "ns/op")
+			if len(t) == 0 {
+				continue
+			}
+			rel := "—"
+			if side.key != "lookup" {
+				rel = fmt.Sprintf("%.2f×", bench.Median(t)/ours)
+			}
+			p("| %s | %s | %s | %s | %.1f µs | %.2f | %g | %.3f%% |\n", g, side.label, nsString(bench.Median(t)), rel,
+				bench.Median(s.lib.values(k, "redis-cpu-us/read")), bench.Median(s.lib.values(k, "redis-cmd-us/read")),
+				bench.Median(s.lib.values(k, "allocs/op")), bench.Median(s.lib.values(k, "failed-%")))
+		}
+	}
+	p("\n")
+}
+
+// reportFanoutScale writes the table of the fan-out scale curve.
+func (s *suite) reportFanoutScale(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	subs, revocations := s.fanoutGrid()
+	p("## Fan-out scale\n\n`bench.RunFanoutScale`: one redis-server, the invalidation channel with 10, 100 and 1,000\n")
+	p("subscribers in all: three real replicas (`tiered.Cache`, each holding every session to be revoked in L1)\n")
+	p("and bare connections that `SUBSCRIBE` and only read, standing in for the rest of a fleet. A fifth client\n")
+	p("revokes %s sessions one at a time (`rediscache.RevokeSession`: the script and its `PUBLISH`); each is\n", humanInt(revocations))
+	p("timed until the third replica has flipped its L1 entry, and every bare subscriber must receive every\n")
+	p("message. Redis CPU per revocation is the growth of INFO cpu's used_cpu_sys + used_cpu_user over the\n")
+	p("timed phase divided by the revocations: the script, and the writes of its message to every subscriber's\n")
+	p("socket, which happen after the script and are not in commandstats' time of the script. `PUBLISH` on the\n")
+	p("one node only: the cluster variants (`PUBLISH` forwarded over the cluster bus, `SPUBLISH` to a shard)\n")
+	p("were not measured here. The subscribers' readers run in the suite's process, on the same two cores as\n")
+	p("redis-server, so the latencies at 1,000 are an upper bound; the CPU per revocation is Redis's own.\n")
+	p("%d rounds, the subscriber counts in an order rotated from round to round; medians over the rounds.\n\n", s.fanoutRounds())
+	p("![fan-out scale](bench/fanout.png)\n\n")
+	p("| subscribers | p50 | p99 | max | Redis CPU per revocation | Redis CPU per revocation and subscriber | script µs (commandstats) | HGETALLs per revocation |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range subs {
+		var p50, p99, mx, cpu, script, reads []float64
+		for _, pt := range s.fanout {
+			if pt.Subscribers == n {
+				p50, p99, mx = append(p50, float64(pt.P50)), append(p99, float64(pt.P99)), append(mx, float64(pt.Max))
+				cpu, script, reads = append(cpu, float64(pt.CPUPerRevocation)), append(script, pt.ScriptUsec), append(reads, pt.ReadsPerRevocation)
+			}
+		}
+		if len(p50) == 0 {
+			p("| %s | n/a | | | | | | |\n", humanInt(n))
+			continue
+		}
+		d := func(v []float64) string { return us(time.Duration(bench.Median(v))) }
+		p("| %s | %s | %s | %s | %s | %.2f µs | %.0f | %.2f |\n", humanInt(n), d(p50), d(p99), d(mx), d(cpu),
+			bench.Median(cpu)/1e3/float64(n), bench.Median(script), bench.Median(reads))
+	}
+	p("\nPer round:\n\n| round | subscribers | p50 | p99 | Redis CPU per revocation |\n|---|---|---|---|---|\n")
+	for i, pt := range s.fanout {
+		p("| %d | %s | %s | %s | %s |\n", i/len(subs)+1, humanInt(pt.Subscribers), us(pt.P50), us(pt.P99), us(pt.CPUPerRevocation))
 	}
 	p("\n")
 }

@@ -61,8 +61,9 @@ type suite struct {
 	mixed      [][]bench.MixedResult // per round, in the order they ran
 	mixedErr   map[string]error
 	scale      []bench.ScalePoint
-	profiles   map[string]string // target key -> pprof text
-	failures   []string          // benchmark runs that failed twice
+	fanout     []bench.FanoutPoint // every point of every round, in the order they ran
+	profiles   map[string]string   // target key -> pprof text
+	failures   []string            // benchmark runs that failed twice
 	server     *bench.Server
 }
 
@@ -79,6 +80,15 @@ func (s *suite) build(ctx context.Context) error {
 		}
 		s.bins[p] = bin
 	}
+	// The bench module's own benchmarks (the L2-hit comparison with the
+	// peers), built in its module, which alone may depend on them.
+	bin := filepath.Join(s.tmp, "bench.test")
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, ".")
+	cmd.Dir = filepath.Join(s.cfg.root, "bench")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go test -c ./bench: %w\n%s", err, out)
+	}
+	s.bins["bench"] = bin
 	return nil
 }
 
@@ -133,27 +143,30 @@ func tail(s string, lines int) string {
 }
 
 // runLibraryRounds runs, in each round, the L1-hit comparison, the L2-hit
-// comparison and the fan-out comparison; each of them runs its two sides
-// A, B, B, A (the fan-out alternates per revocation).
+// comparison (the library's against raw go-redis, then the bench module's
+// against raw go-redis and rueidis, with Redis's CPU) and the fan-out
+// comparison; each of them runs its sides A, B, B, A (A, B, C, C, B, A with
+// three; the fan-out alternates per revocation).
 func (s *suite) runLibraryRounds(ctx context.Context) error {
-	l1Time, l2Time, fanout := "300ms", "1s", "1000x"
+	l1Time, l2Time, peersTime, fanout := "300ms", "1s", "500ms", "1000x"
 	if s.cfg.quick {
-		l1Time, l2Time, fanout = "100ms", "200ms", "200x"
+		l1Time, l2Time, peersTime, fanout = "100ms", "200ms", "150ms", "200x"
 	}
 	s.lib = results{}
 	for r := range s.cfg.rounds {
-		for _, b := range []struct{ pattern, benchtime string }{
-			{"^BenchmarkL1Hit$", l1Time},
-			{"^BenchmarkL2Hit$", l2Time},
-			{"^BenchmarkFanout$", fanout},
+		for _, b := range []struct{ pkg, pattern, benchtime string }{
+			{"tiered", "^BenchmarkL1Hit$", l1Time},
+			{"tiered", "^BenchmarkL2Hit$", l2Time},
+			{"bench", "^BenchmarkL2Peers$", peersTime},
+			{"tiered", "^BenchmarkFanout$", fanout},
 		} {
-			res, err := s.bench(ctx, "tiered", b.pattern, "-test.benchtime", b.benchtime)
+			res, err := s.bench(ctx, b.pkg, b.pattern, "-test.benchtime", b.benchtime)
 			if err != nil && ctx.Err() == nil {
 				// A benchmark fails when its checks fail; on a shared
 				// machine that may be a passing spike: try once more, then
 				// go on without this round's samples and say so.
 				s.logf("   round %d: %s failed, retrying: %s", r+1, b.pattern, firstLine(err))
-				res, err = s.bench(ctx, "tiered", b.pattern, "-test.benchtime", b.benchtime)
+				res, err = s.bench(ctx, b.pkg, b.pattern, "-test.benchtime", b.benchtime)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -164,10 +177,11 @@ func (s *suite) runLibraryRounds(ctx context.Context) error {
 			}
 			s.lib.add(res)
 		}
-		s.logf("   round %d/%d: L1 serial %.1f vs %.1f ns/op, L2 g16 %.1f vs %.1f µs/op, fan-out p99 %.0f vs %.0f µs",
+		s.logf("   round %d/%d: L1 serial %.1f vs %.1f ns/op, L2 g16 %.1f vs %.1f µs/op, g64 %.1f vs rueidis %.1f µs/op, fan-out p99 %.0f vs %.0f µs",
 			r+1, s.cfg.rounds,
 			last(s.lib.values("BenchmarkL1Hit/serial/lookup", "ns/op")), last(s.lib.values("BenchmarkL1Hit/serial/raw", "ns/op")),
 			last(s.lib.values("BenchmarkL2Hit/g16/lookup", "ns/op"))/1e3, last(s.lib.values("BenchmarkL2Hit/g16/raw", "ns/op"))/1e3,
+			last(s.lib.values("BenchmarkL2Peers/g64/lookup", "ns/op"))/1e3, last(s.lib.values("BenchmarkL2Peers/g64/rueidis", "ns/op"))/1e3,
 			last(s.lib.values("BenchmarkFanout", "p99-us")), last(s.lib.values("BenchmarkFanout", "raw-p99-us")))
 	}
 	return nil
@@ -306,6 +320,44 @@ func (s *suite) runScale(ctx context.Context) error {
 	}
 	s.server.Close()
 	s.server = nil
+	return nil
+}
+
+// fanoutGrid returns the subscriber counts of the fan-out scale curve and
+// the revocations timed at each point.
+func (s *suite) fanoutGrid() (subscribers []int, revocations int) {
+	if s.cfg.quick {
+		return []int{10, 100, 1000}, 200
+	}
+	return []int{10, 100, 1000}, 1000
+}
+
+// fanoutRounds is the number of rounds of the fan-out scale curve.
+func (s *suite) fanoutRounds() int { return min(s.cfg.rounds, 3) }
+
+// runFanoutScale measures the fan-out scale curve: in each round every
+// subscriber count once, in an order rotated from round to round.
+func (s *suite) runFanoutScale(ctx context.Context) error {
+	if err := s.startServer(); err != nil {
+		return err
+	}
+	defer func() {
+		s.server.Close()
+		s.server = nil
+	}()
+	subs, revocations := s.fanoutGrid()
+	for r := range s.fanoutRounds() {
+		for k := range subs {
+			n := subs[(r+k)%len(subs)]
+			p, err := bench.RunFanoutScale(ctx, bench.FanoutScaleOptions{Addr: s.server.Addr, Subscribers: n, Revocations: revocations})
+			if err != nil {
+				return fmt.Errorf("%d subscribers: %w", n, err)
+			}
+			s.fanout = append(s.fanout, p)
+			s.logf("   round %d %4d subscribers: p50 %v p99 %v, Redis CPU %v per revocation (script %.0f µs)",
+				r+1, n, p.P50, p.P99, p.CPUPerRevocation, p.ScriptUsec)
+		}
+	}
 	return nil
 }
 
