@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -351,20 +350,14 @@ func (s *suite) writeFanoutPlot() error {
 		return err
 	}
 	err = bench.WritePNG(f, []bench.Panel{
-		{Title: "Fan-out to 3 replicas, µs (log)", XLabel: "subscribers", LogY: true, Series: lat},
-		{Title: "Redis CPU per revocation, µs", XLabel: "subscribers", YMin: 0, YMax: yCeil(cpu[0].Y), Series: cpu},
+		// The font has no µ.
+		{Title: "Fan-out to 3 replicas, microseconds", XLabel: "subscribers", LogY: true, Series: lat},
+		{Title: "Redis CPU per revocation, microseconds", XLabel: "subscribers", LogY: true, Series: cpu},
 	})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
-}
-
-// yCeil returns a round upper bound of ys for a linear axis from 0.
-func yCeil(ys []float64) float64 {
-	m := slices.Max(ys)
-	step := math.Pow(10, math.Floor(math.Log10(max(m, 1))))
-	return math.Ceil(m/step) * step
 }
 
 // writePlot draws the scale curve.
