@@ -433,7 +433,7 @@ func (f *fanoutBench) revoke(id string) time.Duration {
 	d := f.await(f.applied, "revocation of "+session.Redact(id)).Sub(start)
 	f.want.Store(nil)
 	for i, r := range f.replicas {
-		if got, ok := r.Local().Get(id); !ok || got.Status != session.StatusRevoked {
+		if got, ok := r.l1.Get(id); !ok || got.Status != session.StatusRevoked {
 			f.tb.Fatalf("replica %d: L1 Get(%q) = %v, %v after the revocation was applied, want revoked", i, id, got.Status, ok)
 		}
 	}

@@ -51,7 +51,7 @@ func TestDefaultL1ClockStopsAtClose(t *testing.T) {
 	if got := c.opts.Local.Now(); got.Before(before) {
 		t.Errorf("L1 clock after Close = %v, before the system clock %v", got, before)
 	}
-	if _, ok := c.Local().Get(id); !ok {
+	if _, ok := c.l1.Get(id); !ok {
 		t.Errorf("Local().Get(%q) after Close = miss, want the unexpired entry", id)
 	}
 }

@@ -34,8 +34,7 @@ var buildVersion = func() string {
 }()
 
 // RegisterMetrics registers on reg one Prometheus collector that reads the
-// Cache's counters (Stats, Local().Stats(), Subscriber().Stats() and the
-// rediscache Stats) when reg is gathered, so that lookups pay nothing for
+// Cache's counters (Stats and the rediscache Stats) when reg is gathered, so that lookups pay nothing for
 // metrics. constLabels are added to every metric (for example
 // {"replica": "gw-1"} when several Caches share a registry). It returns
 // reg.Register's error, for example when the same Cache and labels are
@@ -180,8 +179,7 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	st := m.c.Stats()
-	l1 := m.c.l1.Stats()
-	sub := m.c.sub.Stats()
+	l1, sub := st.L1, st.Channel
 	l2 := m.c.l2.Stats()
 
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
@@ -205,7 +203,7 @@ func (m *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.negativeHits, float64(st.NegativeHits))
 	counter(m.fillsRefused, float64(st.FillsRefused))
 
-	gauge(m.l1Entries, float64(m.c.l1.Len()))
+	gauge(m.l1Entries, float64(st.L1Entries))
 	counter(m.l1Evictions, float64(l1.Evictions))
 	counter(m.l1Expired, float64(l1.Expired))
 

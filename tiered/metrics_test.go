@@ -226,7 +226,7 @@ func TestRegisterMetricsMoveWithLookups(t *testing.T) {
 	})
 	// The heartbeat's age counts from the last answered probe, not from the
 	// last message: poll until one was answered.
-	for deadline := time.Now().Add(10 * time.Second); e.c.Subscriber().Stats().LastHeartbeatUnixMs == 0; {
+	for deadline := time.Now().Add(10 * time.Second); e.c.sub.Stats().LastHeartbeatUnixMs == 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("no heartbeat answered within 10s")
 		}

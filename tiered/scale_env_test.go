@@ -425,7 +425,7 @@ func scaleFillRace(t *testing.T, e *scaleEnv, runs int) {
 				if s := e.redisStatus(t, id); s != "revoked" {
 					t.Fatalf("run %d: Redis status of %s = %q, want revoked", i, e.layout.SessionKey(id), s)
 				}
-				if got, ok := a.Local().Get(id); !ok || got.Status != session.StatusRevoked {
+				if got, ok := a.l1.Get(id); !ok || got.Status != session.StatusRevoked {
 					t.Fatalf("run %d: L1 Get(%q) = %+v, %v; want revoked", i, id, got, ok)
 				}
 				for _, r := range []*scaleReplica{a, b} {
@@ -469,7 +469,7 @@ func scaleHandTypedMessage(t *testing.T, e *scaleEnv) {
 		if got, err := r.Lookup(ctx, other.DeviceSessionID); err != nil || got.Status != session.StatusActive {
 			t.Fatalf("replica %s: an unrelated session = %+v, %v; want active", r.name, got, err)
 		}
-		if n := r.Subscriber().Stats().Malformed; n != uint64(len(malformed)) {
+		if n := r.sub.Stats().Malformed; n != uint64(len(malformed)) {
 			t.Fatalf("replica %s: malformed count = %d, want %d", r.name, n, len(malformed))
 		}
 	}
@@ -506,7 +506,7 @@ func scaleKilledSubscriber(t *testing.T, e *scaleEnv, runs int) {
 			t.Fatalf("run %d: after resubscribing, Lookup(%q) = %+v, %v; want revoked", i, id, got, err)
 		}
 	}
-	st := b.Subscriber().Stats()
+	st := b.sub.Stats()
 	if st.Resyncs < uint64(runs) {
 		t.Fatalf("victim resynced %d times after %d kills, want at least %d", st.Resyncs, runs, runs)
 	}
@@ -628,7 +628,7 @@ func scaleFailover(t *testing.T, e *scaleEnv, onVictim func(key string) bool, ki
 		if time.Now().After(deadline) {
 			t.Fatalf("lookups of sessions on the killed primary did not recover within 30s (%d failures)", failures)
 		}
-		probe.Local().DropActive()
+		probe.l1.DropActive()
 		id := probes[i%len(probes)]
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
 		got, tier, err := probe.LookupTier(lctx, id)
@@ -689,7 +689,7 @@ func scaleFailover(t *testing.T, e *scaleEnv, onVictim func(key string) bool, ki
 	t.Logf("%s failover: lookups missing L1 recovered %v after the kill (%d failed probes, %d failed checks after), deployment healthy after %v, "+
 		"revocations made during it on every replica after %v; revoker: %d retries, %d failed attempts; victim subscriber: %d resyncs, %d replayed, %d drops",
 		e.topo.name, res.recovery.Round(time.Millisecond), failures, retried, res.healthy.Round(time.Millisecond), res.revoked.Round(time.Millisecond),
-		st.RevokeRetries, st.RevokeFailures, rs[1].Subscriber().Stats().Resyncs, rs[1].Subscriber().Stats().Replayed, rs[1].Subscriber().Stats().DropActive)
+		st.RevokeRetries, st.RevokeFailures, rs[1].sub.Stats().Resyncs, rs[1].sub.Stats().Replayed, rs[1].sub.Stats().DropActive)
 	e.backend.SetFault(backendtest.Fault{})
 	return res
 }
@@ -702,8 +702,8 @@ func scaleFailover(t *testing.T, e *scaleEnv, onVictim func(key string) bool, ki
 func scaleHandEdits(t *testing.T, e *scaleEnv) {
 	rs := e.replicas(t, "r", 3)
 	for _, r := range rs {
-		if !r.Stats().Tracking {
-			t.Fatalf("replica %s: Stats().Tracking = false, want true", r.name)
+		if !r.Stats().Channel.Tracking {
+			t.Fatalf("replica %s: Stats().Channel.Tracking = false, want true", r.name)
 		}
 	}
 	var revoked, deleted []string

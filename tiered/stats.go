@@ -4,11 +4,14 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+
+	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/rediscache"
 )
 
 // Stats is a snapshot of a Cache's counters since New.
 type Stats struct {
-	L1Hits        int64 // lookups answered by L1 (from L1's hit count, so Local().Get hits count too)
+	L1Hits        int64 // lookups answered by L1
 	L1Distrusted  int64 // L1 "active" hits not served: channel unhealthy beyond StaleBound
 	NegativeHits  int64 // lookups answered by the unknown-id cache
 	L2Hits        int64 // lookups answered by Redis
@@ -34,11 +37,16 @@ type Stats struct {
 	HandRevocations      int64 // L1 actives flipped because Redis said revoked without a message
 	RevocationsPending   int64 // revocations this process still owes Redis (gauge)
 
-	// Tracking reports whether Redis reports changes to session keys on
-	// the subscriber's connection (server-assisted invalidation). False on
-	// a Redis that refuses CLIENT TRACKING, such as miniredis: then only
-	// this library's revocations reach L1.
-	Tracking bool
+	// Channel describes the invalidation channel's subscriber. Its
+	// Tracking reports whether Redis reports changes to session keys
+	// (server-assisted invalidation): false on a Redis that refuses CLIENT
+	// TRACKING, such as miniredis, and then only this library's
+	// revocations reach L1.
+	Channel rediscache.SubscriberStats
+	// L1 holds L1's own counters, and L1Entries the number of entries it
+	// holds (expired ones included until they are read or evicted).
+	L1        localcache.Stats
+	L1Entries int
 
 	// FanoutCount, FanoutP50, FanoutP99 and FanoutMax describe the delay
 	// from a revocation's publication (Redis time in the message) to its
@@ -75,11 +83,12 @@ func (c *Cache) Stats() Stats {
 		KeysChanged:          s.keysChanged.Load(),
 		HandRevocations:      s.handRevocations.Load(),
 		RevocationsPending:   c.pending.n.Load(),
-		Tracking:             c.sub.Stats().Tracking,
+		Channel:              c.sub.Stats(),
 	}
 	// Read after L1Distrusted, so that a distrusted hit counted between
 	// the two reads cannot make L1Hits negative.
-	st.L1Hits = int64(c.l1.Stats().Hits) - st.L1Distrusted
+	st.L1, st.L1Entries = c.l1.Stats(), c.l1.Len()
+	st.L1Hits = int64(st.L1.Hits) - st.L1Distrusted
 	st.FanoutCount, st.FanoutP50, st.FanoutP99, st.FanoutMax = s.fanout.summary()
 	return st
 }

@@ -111,8 +111,10 @@ type Options struct {
 	RevokeRetryFor time.Duration
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
-	// Now is the clock. Default time.Now. When Now is set and Local.Now is
-	// not, L1 uses Now too; when neither is set, L1 checks expiry against
+	// Now is the clock. Default time.Now. The subscriber (its heartbeat
+	// and ages) uses it unless Subscriber.Now is set; a clock that stands
+	// still stops the heartbeat. When Now is set and Local.Now is not, L1
+	// uses Now too; when neither is set, L1 checks expiry against
 	// a clock that a goroutine of the Cache refreshes every 10 ms, so
 	// that an L1 hit does not read the system clock (an entry may then
 	// outlive its TTL by about 10 ms).
@@ -279,6 +281,9 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 	if subOpts.Logger == nil {
 		subOpts.Logger = opts.Logger
 	}
+	if subOpts.Now == nil {
+		subOpts.Now = opts.Now
+	}
 	c.sub, err = c.l2.NewSubscriber(subOpts)
 	if err != nil {
 		return nil, fmt.Errorf("tiered: %w", err)
@@ -328,8 +333,29 @@ func (c *Cache) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// Local returns the L1 cache, for inspection.
-func (c *Cache) Local() *localcache.Cache { return c.l1 }
+// Peek reports what L1 holds of id without changing anything: no LRU
+// move, no hit counted, no fill, no I/O. held says whether L1 holds an
+// unexpired entry (rec); served says whether a Lookup now would answer it
+// from L1: always for a revoked entry, and for an active one while the
+// invalidation channel is trusted (see StaleBound). An id L1 does not
+// serve is looked up in the unknown-id cache, Redis and the backend.
+func (c *Cache) Peek(id string) (rec session.Record, held, served bool) {
+	rec, held = c.l1.Peek(id)
+	return rec, held, held && (rec.Status == session.StatusRevoked || c.trustL1())
+}
 
-// Subscriber returns the invalidation subscriber, for inspection.
-func (c *Cache) Subscriber() *rediscache.Subscriber { return c.sub }
+// StaleBound is the longest an L1 "active" entry is served after a
+// revocation was published that this replica did not hear: a silent loss
+// of the channel is noticed within the heartbeat's interval plus its
+// timeout, and L1 is trusted for Options.StaleBound after that. With the
+// heartbeat off a silent loss goes unnoticed, and StaleBound returns
+// Options.StaleBound: the bound after a loss the connection reported.
+//
+// The bound counts from the revocation's publication in Redis. Revoke and
+// RevokeUser return after it; MarkRevoked and MarkAllRevokedForUser return
+// before it (they flip this replica's L1 at once and leave the Redis write
+// to a worker that retries), so for other replicas the bound starts when
+// Stats().RevocationsPending drops back.
+func (c *Cache) StaleBound() time.Duration {
+	return c.sub.LossBound() + c.opts.StaleBound
+}

@@ -149,7 +149,7 @@ func TestFillRacingRevocation(t *testing.T) {
 				if s := e.redisStatus(t, id); s != "revoked" {
 					t.Fatalf("run %d: Redis status = %q, want revoked", i, s)
 				}
-				if got, ok := a.Local().Get(id); !ok || got.Status != session.StatusRevoked {
+				if got, ok := a.l1.Get(id); !ok || got.Status != session.StatusRevoked {
 					t.Fatalf("run %d: L1 Get = %+v, %v; want revoked", i, got, ok)
 				}
 				if got, err := a.Lookup(ctx, id); err != nil || got.Status != session.StatusRevoked {
@@ -189,7 +189,7 @@ func TestL2FillRacingInvalidation(t *testing.T) {
 		if got.Status != session.StatusRevoked {
 			t.Fatalf("run %d: an L2 read overtaken by a revocation answered %v, want revoked", i, got.Status)
 		}
-		if got, _ := a.Local().Get(id); got.Status != session.StatusRevoked {
+		if got, _ := a.l1.Get(id); got.Status != session.StatusRevoked {
 			t.Fatalf("run %d: L1 holds %v after the race, want revoked", i, got.Status)
 		}
 	}
@@ -338,7 +338,7 @@ func TestKilledSubscriberNeverServesRevokedAsActive(t *testing.T) {
 			t.Fatalf("run %d: after resubscribing, Lookup = %+v, %v; want revoked", i, got, err)
 		}
 	}
-	replayed = int(b.Subscriber().Stats().Replayed)
+	replayed = int(b.sub.Stats().Replayed)
 	t.Logf("%d kills: %d revocations reached the victim by replay", runs, replayed)
 }
 
@@ -376,7 +376,7 @@ func TestHandTypedMessageRevokes(t *testing.T) {
 		if got, err := r.Lookup(ctx, other.DeviceSessionID); err != nil || got.Status != session.StatusActive {
 			t.Fatalf("replica %d: an unrelated session = %+v, %v; want active", i, got, err)
 		}
-		if n := r.Subscriber().Stats().Malformed; n != uint64(len(malformed)) {
+		if n := r.sub.Stats().Malformed; n != uint64(len(malformed)) {
 			t.Fatalf("replica %d: malformed count = %d, want %d", i, n, len(malformed))
 		}
 	}
@@ -449,7 +449,7 @@ func TestCorruptRedisRecordNeverServedActive(t *testing.T) {
 	}
 	for i, h := range corrupt {
 		e.rdb.Del(ctx, key)
-		a.Local().DropActive()
+		a.l1.DropActive()
 
 		e.rdb.HSet(ctx, key, h)
 		e.backend.SetFault(backendtest.Fault{Status: 503})
@@ -636,7 +636,7 @@ func TestOwnPendingRevocationHoldsAgainstActiveBackend(t *testing.T) {
 			t.Fatalf("lookup %d = %v, %v; want revoked", i, got.Status, err)
 		}
 	}
-	if got, ok := a.Local().Get(rec.DeviceSessionID); ok && got.Status != session.StatusRevoked {
+	if got, ok := a.l1.Get(rec.DeviceSessionID); ok && got.Status != session.StatusRevoked {
 		t.Errorf("L1 holds the session as %v", got.Status)
 	}
 	blocker.let()
@@ -668,7 +668,7 @@ func TestSessionOpenedDuringOwnUserRevocationStaysActive(t *testing.T) {
 			t.Fatalf("lookup %d of the new session = %v, %v; want active", i, got.Status, err)
 		}
 	}
-	if got, ok := a.Local().Get(rec.DeviceSessionID); ok && got.Status != session.StatusActive {
+	if got, ok := a.l1.Get(rec.DeviceSessionID); ok && got.Status != session.StatusActive {
 		t.Errorf("L1 holds the new session as %v", got.Status)
 	}
 	if got, err := a.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {

@@ -40,8 +40,8 @@ func TestHandEditsReachL1(t *testing.T) {
 		e.replica(t, "r1", testHooks{}), e.replica(t, "r2", testHooks{}), e.replica(t, "r3", testHooks{}),
 	}
 	for _, r := range replicas {
-		if !r.Stats().Tracking {
-			t.Fatalf("Stats().Tracking = false on redis-server, want true")
+		if !r.Stats().Channel.Tracking {
+			t.Fatalf("Stats().Channel.Tracking = false on redis-server, want true")
 		}
 	}
 	open := func() string {

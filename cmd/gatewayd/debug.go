@@ -52,8 +52,8 @@ type sessionState struct {
 	L1            string `json:"l1"`
 	L1RevokedAtMS *int64 `json:"l1_revoked_at_ms,omitempty"`
 	// L1Distrusted: L1 holds the session active, but the invalidation
-	// channel is not subscribed, so lookups read Redis instead (after
-	// -stale-bound; see package tiered).
+	// channel has been unhealthy for longer than -stale-bound, so lookups
+	// read Redis instead (see tiered.Cache.Peek).
 	L1Distrusted bool `json:"l1_distrusted,omitempty"`
 	// L2 and Backend are what Redis and the backend answered (active,
 	// revoked, not_found, error), or empty when the lookup would not ask
@@ -79,8 +79,8 @@ type sessionState struct {
 // fill, no LRU move, no hit counted), Redis is read with one HGETALL, the
 // backend is asked with one GET, and nothing is written anywhere, not even
 // the unknown-id cache or a counter. It follows the lookup's order: an L1
-// entry decides (unless it is active and the channel is not subscribed),
-// then Redis, then the backend.
+// entry decides when the cache would serve it (tiered.Cache.Peek), then
+// Redis, then the backend.
 //
 // It requires the push token as a bearer token, like the push endpoint:
 // the answer tells who may still get in.
@@ -112,7 +112,7 @@ func (g *gateway) serveDebugSession(w http.ResponseWriter, r *http.Request) {
 // sessionState reads the tiers in lookup order and stops at the first that
 // decides. id must be valid.
 func (g *gateway) sessionState(ctx context.Context, id string) sessionState {
-	sub := g.cache.Subscriber().Stats()
+	sub := g.cache.Stats().Channel
 	st := sessionState{
 		Replica:            g.cfg.Name,
 		L1:                 heldAbsent,
@@ -120,7 +120,7 @@ func (g *gateway) sessionState(ctx context.Context, id string) sessionState {
 		Tracking:           sub.Tracking,
 		RevocationsPending: g.cache.Stats().RevocationsPending,
 	}
-	if rec, ok := g.cache.Local().Peek(id); ok {
+	if rec, ok, served := g.cache.Peek(id); ok {
 		st.L1 = held(rec)
 		switch {
 		case rec.Status != session.StatusActive:
@@ -129,7 +129,7 @@ func (g *gateway) sessionState(ctx context.Context, id string) sessionState {
 				st.L1RevokedAtMS = &at
 			}
 			return st.decide(decisionRevoked, tiered.TierL1)
-		case sub.Subscribed:
+		case served:
 			return st.decide(decisionAccept, tiered.TierL1)
 		}
 		st.L1Distrusted = true

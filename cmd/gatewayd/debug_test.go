@@ -148,8 +148,8 @@ type snapshot struct {
 
 func (f *realFixture) snapshot() snapshot {
 	return snapshot{
-		l1Len:   f.gw.cache.Local().Len(),
-		l1:      f.gw.cache.Local().Stats(),
+		l1Len:   f.gw.cache.Stats().L1Entries,
+		l1:      f.gw.cache.Stats().L1,
 		tiered:  f.gw.cache.Stats(),
 		l2:      f.gw.l2.Stats(),
 		backend: f.backend.Calls(),
@@ -161,7 +161,7 @@ func (f *realFixture) snapshot() snapshot {
 func (f *realFixture) inspectState(t *testing.T, id string) (sessionState, []string) {
 	t.Helper()
 	before := f.snapshot()
-	beforePeek, beforeHeld := f.gw.cache.Local().Peek(id)
+	beforePeek, beforeHeld, _ := f.gw.cache.Peek(id)
 	f.cmds.start()
 	got := f.debugGet(t, testToken, id)
 	cmds := f.cmds.stop()
@@ -179,7 +179,7 @@ func (f *realFixture) inspectState(t *testing.T, id string) (sessionState, []str
 	if after != before {
 		t.Errorf("GET %s%s changed the caches:\nbefore %+v\nafter  %+v", debugSessionsPath, id, before, after)
 	}
-	afterPeek, afterHeld := f.gw.cache.Local().Peek(id)
+	afterPeek, afterHeld, _ := f.gw.cache.Peek(id)
 	if afterHeld != beforeHeld || afterPeek.Status != beforePeek.Status {
 		t.Errorf("L1 held %v %q before GET %s%s and %v %q after, want unchanged",
 			beforeHeld, beforePeek.Status, debugSessionsPath, id, afterHeld, afterPeek.Status)
@@ -209,7 +209,7 @@ func awaitL1(t *testing.T, c *tiered.Cache, id string, status session.Status) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if rec, ok := c.Local().Peek(id); ok && rec.Status == status {
+		if rec, ok, _ := c.Peek(id); ok && rec.Status == status {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -337,13 +337,14 @@ func TestDebugSession(t *testing.T) {
 }
 
 // TestDebugSessionTiersDown checks the answers while Redis is down: an L1
-// active entry is not trusted once the channel is lost, so the backend
-// decides; with the backend failing too, the lookup would deny.
+// active entry is not trusted once the channel is lost (with a stale bound
+// of 1 ns: at once), so the backend decides; with the backend failing too,
+// the lookup would deny.
 func TestDebugSessionTiersDown(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	be := backendtest.NewServer()
 	t.Cleanup(be.Close)
-	f := startRealGateway(t, srv, be, "gw-down")
+	f := startRealGateway(t, srv, be, "gw-down", func(c *config) { c.StaleBound = time.Nanosecond })
 	rec, priv := be.NewSession("user-1")
 	id := rec.DeviceSessionID
 	wantAnswer(t, "lookup", f.lookup(t, id, priv), 200, "")
@@ -351,13 +352,13 @@ func TestDebugSessionTiersDown(t *testing.T) {
 
 	srv.Kill()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.gw.cache.Subscriber().Stats().Subscribed {
+	for f.gw.cache.Stats().Channel.Subscribed {
 		if time.Now().After(deadline) {
 			t.Fatal("the subscriber still reports subscribed 10s after Redis was killed")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	l1Len, l1Stats := f.gw.cache.Local().Len(), f.gw.cache.Local().Stats()
+	l1Len, l1Stats := f.gw.cache.Stats().L1Entries, f.gw.cache.Stats().L1
 
 	get := func(t *testing.T) sessionState {
 		t.Helper()
@@ -379,7 +380,7 @@ func TestDebugSessionTiersDown(t *testing.T) {
 	if st.Decision != decisionError || st.Tier != "none" || st.Backend != heldError || len(st.Errors) != 2 {
 		t.Errorf("state with Redis and the backend down = %+v; want deny_error from no tier, with both errors", st)
 	}
-	if n, s := f.gw.cache.Local().Len(), f.gw.cache.Local().Stats(); n != l1Len || s != l1Stats {
+	if n, s := f.gw.cache.Stats().L1Entries, f.gw.cache.Stats().L1; n != l1Len || s != l1Stats {
 		t.Errorf("L1 after the debug requests: %d entries, %+v; want %d, %+v", n, s, l1Len, l1Stats)
 	}
 	if st.Decision == decisionError {

@@ -467,7 +467,7 @@ func (g *gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Backend.OK = true
 	})
-	st := g.cache.Subscriber().Stats()
+	st := g.cache.Stats().Channel
 	h.Subscriber.OK = st.Subscribed
 	if !st.Subscribed {
 		h.Subscriber.Error = "not subscribed to the invalidation channel"

@@ -486,7 +486,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	case <-time.After(shutdownTimeout):
 		t.Fatal("serve did not return after its context was cancelled")
 	}
-	if gw.cache.Subscriber().Stats().Subscribed {
+	if gw.cache.Stats().Channel.Subscribed {
 		t.Errorf("subscriber still subscribed after shutdown, want the cache closed")
 	}
 }

@@ -371,7 +371,7 @@ func replicaDebugServer(t *testing.T, name string, c *tiered.Cache, l2 *rediscac
 			http.Error(w, `{"error":"invalid"}`, http.StatusBadRequest)
 			return
 		}
-		sub := c.Subscriber().Stats()
+		sub := c.Stats().Channel
 		st := gatewayState{Replica: name, L1: "absent", Subscribed: sub.Subscribed, Tracking: sub.Tracking}
 		decide := func(rec session.Record, tier tiered.Tier) {
 			st.Decision, st.Tier = decisionAccept, tier.String()
@@ -379,7 +379,7 @@ func replicaDebugServer(t *testing.T, name string, c *tiered.Cache, l2 *rediscac
 				st.Decision = decisionRevoked
 			}
 		}
-		if rec, held := c.Local().Peek(id); held {
+		if rec, held, _ := c.Peek(id); held {
 			st.L1 = string(rec.Status)
 			decide(rec, tiered.TierL1)
 		} else if rec, err := l2.Get(r.Context(), id); err == nil {

@@ -145,7 +145,7 @@ func TestBlackholeUnnoticedWithoutHeartbeat(t *testing.T) {
 	if err != nil || got.Status != session.StatusActive || tier.String() != "l1" {
 		t.Errorf("LookupTier = %v, %v, %v; want active from l1 (the control shows the loss goes unnoticed)", got.Status, tier, err)
 	}
-	if st := b.Cache.Subscriber().Stats(); !st.Subscribed {
+	if st := b.Cache.Stats().Channel; !st.Subscribed {
 		t.Errorf("Subscriber().Stats().Subscribed = false during an unnoticed blackhole, want true")
 	}
 }

@@ -203,7 +203,7 @@ func TestRandomIDFlood(t *testing.T) {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if n := int64(r.Cache.Local().Len()); n > maxL1.Load() {
+			if n := int64(r.Cache.Stats().L1Entries); n > maxL1.Load() {
 				maxL1.Store(n)
 			}
 			select {

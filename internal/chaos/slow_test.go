@@ -109,7 +109,7 @@ func TestSlowSubscriberCut(t *testing.T) {
 	nLost, nSynced := b.Events.Count("lost", stalled), b.Events.Count("synced", stalled)
 	t.Logf("after the cut: %d loss (%s, %v after release), %d resync (replayed %d, drop active %v); malformed messages dropped: %d",
 		nLost, lost.Reason, lost.At.Sub(cut).Round(time.Millisecond), nSynced, synced.Replayed, synced.DropActive,
-		b.Cache.Subscriber().Stats().Malformed)
+		b.Cache.Stats().Channel.Malformed)
 	if nLost != 1 || nSynced != 1 {
 		t.Errorf("%d losses and %d resyncs for one disconnect, want exactly 1 and 1", nLost, nSynced)
 	}

@@ -199,15 +199,15 @@ func TestGatewayUserRunsInvariantScenario(t *testing.T) {
 	// while a session is revoked; when the link is back it replays the
 	// revocation from the log.
 	victim := replicas[2]
-	lostBefore, replayedBefore := victim.Stats().ChannelLost, victim.Subscriber().Stats().Replayed
+	lostBefore, replayedBefore := victim.Stats().ChannelLost, victim.Stats().Channel.Replayed
 	proxy.Blackhole()
 	eventually(t, 5*time.Second, func() bool { return victim.Stats().ChannelLost > lostBefore }, "the blackhole was not noticed")
 	revokeSession(replicas[0], ids[20], false)
 	proxy.Clear()
-	eventually(t, 10*time.Second, func() bool { return victim.Subscriber().Stats().Replayed > replayedBefore },
+	eventually(t, 10*time.Second, func() bool { return victim.Stats().Channel.Replayed > replayedBefore },
 		"replica 3 did not replay the revocation it missed")
 	checkAll("after the replay")
-	if got, _ := victim.Local().Get(ids[20]); got.Status != session.StatusRevoked {
+	if got, _, _ := victim.Peek(ids[20]); got.Status != session.StatusRevoked {
 		t.Errorf("replica 3's L1 holds %v for the replayed revocation, want revoked", got.Status)
 	}
 

@@ -106,6 +106,6 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 
 // revokedInL1 reports whether the replica's L1 holds id as revoked.
 func revokedInL1(c *tiered.Cache, id string) bool {
-	r, ok := c.Local().Get(id)
+	r, ok, _ := c.Peek(id)
 	return ok && r.Status == session.StatusRevoked
 }

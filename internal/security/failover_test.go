@@ -199,14 +199,14 @@ func TestFailoverLosesUnreplicatedRevocations(t *testing.T) {
 	// Failover: promote the replica, move the clients, kill the primary.
 	drops := make([]uint64, len(gateways))
 	for i, g := range gateways {
-		drops[i] = g.Subscriber().Stats().DropActive
+		drops[i] = g.Stats().Channel.DropActive
 	}
 	replica.Promote()
 	current.Store(replica.Addr)
 	primary.Kill()
 	for i, g := range gateways {
 		eventually(t, 10*time.Second, func() bool {
-			st := g.Subscriber().Stats()
+			st := g.Stats().Channel
 			return st.DropActive > drops[i] && st.Subscribed
 		}, "gateway %d did not resync with DropActive on the promoted replica", i)
 	}

@@ -140,7 +140,7 @@ func TestForgedMessagesNeverActivate(t *testing.T) {
 	malformedBefore := make([]uint64, len(replicas))
 	receivedBefore := make([]uint64, len(replicas))
 	for i, r := range replicas {
-		st := r.Subscriber().Stats()
+		st := r.Stats().Channel
 		malformedBefore[i], receivedBefore[i] = st.Malformed, st.Received
 	}
 
@@ -200,8 +200,8 @@ func TestForgedMessagesNeverActivate(t *testing.T) {
 		t.Fatalf("Revoke(barrier): %v", err)
 	}
 	for i, r := range replicas {
-		eventually(t, time.Minute, func() bool { return r.Subscriber().Stats().Received >= receivedBefore[i]+messages+1 },
-			"replica %d received %d of %d messages", i, r.Subscriber().Stats().Received-receivedBefore[i], messages+1)
+		eventually(t, time.Minute, func() bool { return r.Stats().Channel.Received >= receivedBefore[i]+messages+1 },
+			"replica %d received %d of %d messages", i, r.Stats().Channel.Received-receivedBefore[i], messages+1)
 	}
 	close(stop)
 	wg.Wait()
@@ -210,7 +210,7 @@ func TestForgedMessagesNeverActivate(t *testing.T) {
 		t.Errorf("revoked sessions answered active %d times in %d lookups during the flood, want 0", n, lookups.Load())
 	}
 	for i, r := range replicas {
-		st := r.Subscriber().Stats()
+		st := r.Stats().Channel
 		if got := st.Malformed - malformedBefore[i]; got != want {
 			t.Errorf("replica %d: malformed count = %d, want %d", i, got, want)
 		}
