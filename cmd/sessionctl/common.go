@@ -93,6 +93,7 @@ func (f *redisFlags) open(ctx context.Context, clientName string) (*rediscache.C
 	}
 	conf := f.conn
 	conf.ClientName = clientName
+	conf.DialerRetries = 1 // "unreachable" at once, not a timeout after retries
 	rdb, err := conf.NewClient()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)

@@ -46,6 +46,11 @@ type Config struct {
 	InsecureSkipTLSVerify bool
 	// ClientName names the connections (CLIENT LIST shows it).
 	ClientName string
+	// DialerRetries, when positive, replaces go-redis's number of dial
+	// attempts per connection (default 5, 100 ms apart). A command-line
+	// tool sets 1, so that a refused connection is reported as such at
+	// once rather than as a timeout after the retries.
+	DialerRetries int
 }
 
 // RegisterFlags adds -redis, -cluster, -sentinel-master, -tls-ca and
@@ -89,6 +94,9 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		}
 		o.ClientName = c.ClientName
 		o.ContextTimeoutEnabled = true
+		if c.DialerRetries > 0 {
+			o.DialerRetries = c.DialerRetries
+		}
 		// go-redis keeps its slot map until a MOVED reply or this
 		// interval (default 60s): after a master dies, the default left
 		// its slots unreachable for longer than the 30s a test waited.
@@ -116,6 +124,7 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 			// Per-call deadlines (rediscache's CallTimeout) apply to
 			// socket reads only with this set.
 			ContextTimeoutEnabled: true,
+			DialerRetries:         c.DialerRetries,
 		}), nil
 	default:
 		o, err := redis.ParseURL(c.URL)
@@ -125,6 +134,9 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		o.TLSConfig = mergeTLS(o.TLSConfig, tlsConf)
 		o.ClientName = c.ClientName
 		o.ContextTimeoutEnabled = true
+		if c.DialerRetries > 0 {
+			o.DialerRetries = c.DialerRetries
+		}
 		return redis.NewClient(o), nil
 	}
 }
