@@ -34,8 +34,8 @@
 // revoked_at_ms (decimal Unix milliseconds of the Redis clock). Every key
 // written has a TTL: session hashes SessionTTL (at least, when revoked);
 // user indexes SessionTTL + FillWindow; user revocation markers
-// 2 × FillWindow; sequence counters and logs LogTTL, renewed by each
-// invalidation.
+// 2 × FillWindow; sequence counters and logs LogTTL after their stripe's
+// last invalidation (renewed when less than LogTTL − 1h is left).
 //
 // # Scripts
 //
@@ -47,13 +47,37 @@
 //     the user's revocation marker is younger than FillWindow;
 //   - fill writes the record unless Redis holds it revoked, in which case it
 //     only completes a tombstone's user_id and key;
-//   - revoke_session sets status revoked (creating a tombstone if needed),
-//     takes the next sequence number of the session's stripe, appends
-//     `session <id> seq <n> at_ms <t>` to the stripe's log stream (MAXLEN ~
-//     LogMaxLen) and publishes {"session":…,"seq":…,"stripe":…,"at_ms":…};
-//   - revoke_user sets the user's marker, reads the user's index, and logs
-//     and publishes {"user":…,…} the same way. RevokeUser then runs
-//     revoke_session for each indexed session.
+//   - revoke_session revokes one or more sessions of one stripe: each hash
+//     becomes revoked (a tombstone if needed; a valid revoked_at_ms is
+//     kept), takes the next sequence number of the stripe, is appended as
+//     `session <id> seq <n> at_ms <t>` to the stripe's log stream and
+//     published as {"session":…,"seq":…,"stripe":…,"at_ms":…}. Every
+//     100th number trims the log (XTRIM MAXLEN ~ LogMaxLen); the counter's
+//     and the log's TTLs are renewed when they run low, not at each
+//     message. RevokeSession sends one session, RevokeSessions up to 64
+//     of a stripe per script;
+//   - revoke_user sets the user's marker and reads the user's index (up
+//     to 1,000 ids; a larger index is scanned afterwards);
+//   - mark_revoked revokes sessions of one stripe as revoke_session does,
+//     up to 128 per script, but neither numbers, logs nor publishes them;
+//   - announce_user logs and publishes {"user":…,…} as revoke_session does
+//     for a session. RevokeUser runs revoke_user, then mark_revoked over
+//     the indexed sessions, then announce_user.
+//
+// A user-wide revocation is one message, however many sessions the user
+// has. A message per session would add nothing. The user message reaches
+// every replica's L1: each replica applies it as localcache's RevokeUser,
+// which flips every cached session of the user and makes a fill whose
+// Token predates it store the user's sessions revoked; it is numbered and
+// logged like any other, so a replica that misses it finds the gap and
+// replays it from the log, or drops its active entries. And it is
+// published after every indexed session is marked revoked in Redis: a
+// replica that read one of them active read it before its mark, so before
+// the message, which then either flips the entry or makes that fill store
+// it revoked. What a replica reads after the marks is revoked (fill never
+// writes active over revoked), and a session indexed after the marker is
+// refused. Per-session messages cost a user with 100,000 sessions 100,000
+// publishes and seconds of fan-out; marking them takes about a second.
 //
 // The published bytes are exactly what session.Invalidation.MarshalJSON
 // produces for the returned message. A message is published even when the
@@ -96,7 +120,11 @@
 // fill script, and revoke_user reads the index in the same atomic step that
 // sets the marker. A fill indexed before it is in the list that RevokeUser
 // revokes; a fill indexed after it sees the marker and is refused with
-// ErrFillRefused. That holds provided the caller starts Fill within
+// ErrFillRefused. An index too large to read in that step (over 1,000 ids)
+// is scanned (SSCAN) right after it: the marker keeps new sessions out of
+// the index for FillWindow, so the scan finds the same sessions, unless it
+// outlasts FillWindow, when it may also find (and revoke) sessions created
+// after the revocation. That holds provided the caller starts Fill within
 // FillWindow/2 − CallTimeout of starting the backend fetch (see Cache.Fill).
 //
 // When Redis refuses a revocation script (OOM under noeviction, READONLY
@@ -104,9 +132,11 @@
 // still runs: DEL of the session hashes (a lookup then asks the backend,
 // which knows) and PUBLISH of an unnumbered message; they return the error
 // all the same, and the caller retries until Redis holds the revocation.
+// A mark_revoked script that Redis refuses after revoke_user ran is
+// followed by DEL of its sessions (the user message is out already).
 //
 // A RevokeUser that fails part-way has published the user message and set
 // the marker but may have left some sessions active in Redis; it returns an
 // error, and the caller retries it (the index is kept, so a retry finds the
-// same sessions).
+// same sessions, and publishes the user message again).
 package rediscache

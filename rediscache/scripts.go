@@ -152,73 +152,162 @@ redis.call('HDEL', KEYS[1], 'user_id', 'client_public_key', 'status', 'revoked_a
 return 1
 `)
 
-// luaAnnounce assigns the next sequence number of a stripe, appends the
-// invalidation to the stripe's log and publishes it. kind is "session" or
-// "user"; the message has exactly the bytes session.Invalidation.MarshalJSON
-// produces; the id needs no JSON escaping because Go validated it
-// (session.ValidateID or ValidateUserID). It returns the sequence number and
-// the PUBLISH receiver count.
-const luaAnnounce = `
-local function announce(seqKey, logKey, kind, id, stripe, channel, maxlen, keep, now)
-  local seq = redis.call('INCR', seqKey)
-  redis.call('PEXPIRE', seqKey, keep)
-  local s = string.format('%d', seq)
-  local at = string.format('%d', now)
-  redis.call('XADD', logKey, 'MAXLEN', '~', maxlen, '*', kind, id, 'seq', s, 'at_ms', at)
-  redis.call('PEXPIRE', logKey, keep)
-  local msg = '{"' .. kind .. '":"' .. id .. '","seq":' .. s .. ',"stripe":' .. stripe .. ',"at_ms":' .. at .. '}'
-  return seq, redis.call('PUBLISH', channel, msg)
+// luaRevokeHash defines revoke(key, ttl, nowS): the session hash at key
+// becomes revoked (a tombstone when it does not exist) at nowS unless it is
+// revoked already with a valid revoked_at_ms, which is then kept (the
+// earliest time wins); its TTL becomes at least ttl ms (a decimal string),
+// and a key without one gets one. PEXPIRE GT does that in one command
+// where the key has a TTL, as every key a script wrote has; it treats a
+// key without a TTL as one that lives for ever, which PTTL then tells
+// apart.
+const luaRevokeHash = `
+local function revoke(key, ttl, nowS)
+  local h = redis.call('HMGET', key, 'status', 'revoked_at_ms')
+  if not (h[1] == 'revoked' and h[2] and string.match(h[2], '^%d+$')) then
+    redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', nowS)
+  end
+  if redis.call('PEXPIRE', key, ttl, 'GT') == 0 and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 `
 
-// revokeSessionScript revokes one session, creating a tombstone if the hash
-// does not exist, and announces it. It always announces, even when the
-// session was revoked already, so that a retried revocation fans out again.
+// luaAnnounce defines announce(seqKey, logKey, kind, id, stripe, channel,
+// now): it assigns the next sequence number of a stripe, appends the
+// invalidation to the stripe's log and publishes it. kind is "session" or
+// "user"; the message has exactly the bytes
+// session.Invalidation.MarshalJSON produces; the id needs no JSON escaping
+// because Go validated it (session.ValidateID or ValidateUserID). It
+// returns the sequence number and the PUBLISH receiver count.
 //
-//	KEYS[1]  session hash
-//	KEYS[2]  sequence counter of the session's stripe
-//	KEYS[3]  log of the session's stripe
-//	ARGV[1]  device session id
-//	ARGV[2]  session TTL, ms
-//	ARGV[3]  stripe
-//	ARGV[4]  channel
-//	ARGV[5]  log MAXLEN (approximate)
-//	ARGV[6]  TTL of the counter and the log, ms
-//
-// It returns {seq, now, receivers}.
-var revokeSessionScript = redis.NewScript(luaNow + luaExtendTTL + luaAnnounce + `
-local key = KEYS[1]
-local at = redis.call('HGET', key, 'revoked_at_ms')
-local keep = redis.call('HGET', key, 'status') == 'revoked' and at and string.match(at, '^%d+$')
-if not keep then
-  redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', string.format('%d', now))
+// The number is logged before it is published, so that a replica that
+// misses the message finds it in the log. Every 100th number of a stripe
+// trims its log to about maxlen entries (XTRIM MAXLEN ~), not every XADD:
+// Redis trims a stream by whole nodes of 100 entries
+// (stream-node-max-entries), so a trim at each XADD mostly removes nothing
+// and cost about as much as the rest of the XADD. A log that did not exist (XADD
+// NOMKSTREAM declined) is created, and the counter and the log get their
+// TTL. The renewal of those TTLs is left to renewLog, once per script.
+const luaAnnounce = `
+local renewLog = false
+local function announce(seqKey, logKey, kind, id, stripe, channel, maxlen, now)
+  local seq = redis.call('INCR', seqKey)
+  local s = string.format('%d', seq)
+  local at = string.format('%d', now)
+  if not redis.call('XADD', logKey, 'NOMKSTREAM', '*', kind, id, 'seq', s, 'at_ms', at) then
+    redis.call('XADD', logKey, '*', kind, id, 'seq', s, 'at_ms', at)
+    renewLog = true
+  end
+  if seq % 100 == 0 then
+    redis.call('XTRIM', logKey, 'MAXLEN', '~', maxlen)
+  end
+  local msg = '{"' .. kind .. '":"' .. id .. '","seq":' .. s .. ',"stripe":' .. stripe .. ',"at_ms":' .. at .. '}'
+  return seq, redis.call('PUBLISH', channel, msg)
 end
-extend(key, tonumber(ARGV[2]))
-local seq, n = announce(KEYS[2], KEYS[3], 'session', ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now)
-return {seq, now, n}
+-- The counter and the log live keep ms after the last invalidation, to
+-- within keep - renewBelow: their TTLs are renewed when the counter's has
+-- fallen below renewBelow (or it has none), or the log was just created.
+local function renew(seqKey, logKey, keep, renewBelow)
+  if renewLog or redis.call('PTTL', seqKey) < tonumber(renewBelow) then
+    redis.call('PEXPIRE', seqKey, keep)
+    redis.call('PEXPIRE', logKey, keep)
+  end
+end
+`
+
+// revokeSessionScript revokes one or more sessions of one stripe, each as
+// revoke does (creating a tombstone if the hash does not exist), and
+// announces each in its own message, in the order given. It always
+// announces, even when a session was revoked already, so that a retried
+// revocation fans out again.
+//
+//	KEYS[1..n]  session hashes (n = #KEYS - 2)
+//	KEYS[n+1]   sequence counter of their stripe
+//	KEYS[n+2]   log of their stripe
+//	ARGV[1]     session TTL, ms
+//	ARGV[2]     stripe
+//	ARGV[3]     channel
+//	ARGV[4]     log MAXLEN (approximate)
+//	ARGV[5]     TTL of the counter and the log, ms
+//	ARGV[6]     renew those TTLs when the counter's is below this, ms
+//	ARGV[7..]   device session ids, in the order of KEYS
+//
+// It returns {now, seq_1, receivers_1, ..., seq_n, receivers_n}.
+var revokeSessionScript = redis.NewScript(luaNow + luaRevokeHash + luaAnnounce + `
+local n = #KEYS - 2
+local seqKey, logKey = KEYS[n + 1], KEYS[n + 2]
+local ttl = ARGV[1]
+local nowS = string.format('%d', now)
+local out = {now}
+for i = 1, n do
+  revoke(KEYS[i], ttl, nowS)
+  local seq, recv = announce(seqKey, logKey, 'session', ARGV[6 + i], ARGV[2], ARGV[3], ARGV[4], now)
+  out[2 * i] = seq
+  out[2 * i + 1] = recv
+end
+renew(seqKey, logKey, ARGV[5], ARGV[6])
+return out
 `)
 
-// revokeUserScript records a user-wide revocation and announces it. It sets
-// the user's marker (which makes the index script refuse active fills for
-// the fill window), and returns the user's indexed session ids, read in the
-// same atomic step: a fill indexed before is in that list; a fill indexed
-// after sees the marker.
+// markRevokedScript revokes sessions of one stripe, each as revoke does,
+// without announcing them: RevokeUser's user message announces them all.
+//
+//	KEYS[1..n]  session hashes
+//	ARGV[1]     session TTL, ms
+//
+// It returns n.
+var markRevokedScript = redis.NewScript(luaNow + luaRevokeHash + `
+local ttl = ARGV[1]
+local nowS = string.format('%d', now)
+for i = 1, #KEYS do
+  revoke(KEYS[i], ttl, nowS)
+end
+return #KEYS
+`)
+
+// revokeUserScript records a user-wide revocation: it sets the user's marker
+// (which makes the index script refuse active fills for the fill window),
+// and returns the user's indexed session ids, read in the same atomic step,
+// when there are at most ARGV[2] of them: a fill indexed before is in that
+// list; a fill indexed after sees the marker. A larger index is not read
+// here (SMEMBERS of 100,000 ids blocks Redis for tens of milliseconds): the
+// caller scans it afterwards, which finds the same sessions, since the
+// marker keeps new ones out of the index for the fill window. It announces
+// nothing: announceUserScript does, once the sessions are marked.
 //
 //	KEYS[1]  user sessions set
 //	KEYS[2]  user revoked_at_ms marker
-//	KEYS[3]  sequence counter of the user's stripe
-//	KEYS[4]  log of the user's stripe
-//	ARGV[1]  user id
-//	ARGV[2]  marker TTL, ms
-//	ARGV[3]  stripe
-//	ARGV[4]  channel
-//	ARGV[5]  log MAXLEN (approximate)
-//	ARGV[6]  TTL of the counter and the log, ms
+//	ARGV[1]  marker TTL, ms
+//	ARGV[2]  largest index returned inline
 //
-// It returns {seq, now, receivers, {session ids}}.
-var revokeUserScript = redis.NewScript(luaNow + luaAnnounce + `
-redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[2])
-local members = redis.call('SMEMBERS', KEYS[1])
-local seq, n = announce(KEYS[3], KEYS[4], 'user', ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now)
-return {seq, now, n, members}
+// It returns {{session ids}, size of the index}; the ids are empty when
+// the index is larger than ARGV[2].
+var revokeUserScript = redis.NewScript(luaNow + `
+redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[1])
+local size = redis.call('SCARD', KEYS[1])
+local members = {}
+if size <= tonumber(ARGV[2]) then
+  members = redis.call('SMEMBERS', KEYS[1])
+end
+return {members, size}
+`)
+
+// announceUserScript numbers, logs and publishes a user-wide revocation
+// ({"user":…,"seq":…,"stripe":…,"at_ms":…}), as revoke_session does for a
+// session.
+//
+//	KEYS[1]  sequence counter of the user's stripe
+//	KEYS[2]  log of the user's stripe
+//	ARGV[1]  user id
+//	ARGV[2]  stripe
+//	ARGV[3]  channel
+//	ARGV[4]  log MAXLEN (approximate)
+//	ARGV[5]  TTL of the counter and the log, ms
+//	ARGV[6]  renew those TTLs when the counter's is below this, ms
+//
+// It returns {seq, now, receivers}.
+var announceUserScript = redis.NewScript(luaNow + luaAnnounce + `
+local seq, n = announce(KEYS[1], KEYS[2], 'user', ARGV[1], ARGV[2], ARGV[3], ARGV[4], now)
+renew(KEYS[1], KEYS[2], ARGV[5], ARGV[6])
+return {seq, now, n}
 `)

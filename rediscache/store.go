@@ -23,13 +23,44 @@ const (
 	FieldRevokedAtMS     = "revoked_at_ms"
 )
 
-// LogTTL is the lifetime of a stripe's sequence counter and log, renewed by
-// every invalidation of the stripe. A counter that expires starts again at 1.
+// LogTTL is the lifetime of a stripe's sequence counter and log after the
+// stripe's last invalidation, to within an hour: a revocation script renews
+// their TTLs when less than LogTTL − 1h is left (or it created either), not
+// at every invalidation. A counter that expires starts again at 1.
 const LogTTL = 30 * 24 * time.Hour
 
-// revokeBatch is how many session revocations RevokeUser sends in one
+// Batches of the revocation scripts. Each script runs on its own and blocks
+// Redis while it runs; other clients' commands run between two scripts of a
 // pipeline.
-const revokeBatch = 64
+const (
+	// revokeBatch is how many sessions of one stripe RevokeSessions
+	// revokes and announces in one script.
+	revokeBatch = 64
+	// markBatch is how many sessions of one stripe RevokeUser marks
+	// revoked in one script, without announcing them: about half a
+	// millisecond of Redis time, far below the 50 ms a script may block
+	// Redis.
+	markBatch = 128
+	// markPipeline bounds the sessions of one pipeline of mark_revoked
+	// scripts. Redis runs every command of a pipeline that one read of
+	// its socket brings before it serves another client, so a deep
+	// pipeline of marks would hold other lookups for milliseconds; two
+	// scripts keep Redis busy while the next pipeline is on its way.
+	markPipeline = 2 * markBatch
+	// pipelineSessions bounds the sessions of one pipeline of revocation
+	// scripts (or of fallback DELs), so that Options.CallTimeout bounds
+	// each pipeline with room to spare.
+	pipelineSessions = 4096
+	// inlineIndex is the largest user index that revoke_user returns in
+	// its own atomic step; RevokeUser scans a larger one afterwards.
+	inlineIndex = 1000
+	// scanCount is the COUNT of each SSCAN of a user index.
+	scanCount = 1000
+	// logRenewEvery is how often, at most, a revocation script renews the
+	// TTLs of its stripe's counter and log: they live LogTTL after the
+	// last invalidation, to within logRenewEvery.
+	logRenewEvery = time.Hour
+)
 
 // storeState is the part of a Cache that the data operations own.
 type storeState struct {
@@ -388,28 +419,153 @@ func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidat
 	if err := session.ValidateID(id); err != nil {
 		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session: %w", err)
 	}
+	ids := []string{id}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	var cmd, wait *redis.Cmd
 	if c.opts.WaitReplicas > 0 {
 		// The WAIT must follow the write on its connection: one pipeline.
 		pipe := c.rdb.Pipeline()
-		cmd = c.revokeSessionCmd(cctx, pipe, id, revokeSessionScript.Eval)
+		cmd = c.revokeSessionsCmd(cctx, pipe, ids, revokeSessionScript.Eval)
 		wait = c.waitCmd(cctx, pipe)
 		_, _ = pipe.Exec(cctx) // errors are read per command below
 	} else {
-		cmd = c.revokeSessionCmd(cctx, c.rdb, id, revokeSessionScript.Run)
+		cmd = c.revokeSessionsCmd(cctx, c.rdb, ids, revokeSessionScript.Run)
 	}
 	res, err := cmd.Int64Slice()
-	m, err := c.sessionRevoked(id, res, err)
+	ms, err := c.sessionsRevoked(ids, res, err)
 	if err != nil {
-		err = c.fallBack(ctx, err, []string{id}, session.Invalidation{SessionID: id})
+		err = c.fallBack(ctx, err, ids, []session.Invalidation{{SessionID: id}})
 		return session.Invalidation{}, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
 	}
 	if err := c.replicated(wait); err != nil {
-		return m, fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
+		return ms[0], fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(id), err)
 	}
-	return m, nil
+	return ms[0], nil
+}
+
+// RevokeSessions revokes each of ids as RevokeSession does, each with its
+// own numbered, logged and published message, but sends them together: the
+// ids of one stripe go up to 64 to a script, and the scripts in pipelines,
+// each pipeline bounded by Options.CallTimeout within ctx (and ended by a
+// WAIT with Options.WaitReplicas). It is the call for many revocations at
+// once, such as the sessions of a leaked credential.
+//
+// msgs[i] is the message published for ids[i]. errs is nil when Redis holds
+// every revocation; otherwise errs[i] is nil for the ids Redis holds and
+// the error of each other one: an invalid id (nothing sent), a refusal (the
+// record was deleted and an unnumbered message published, as RevokeSession
+// does), a pipeline that Redis did not answer (the ids of later pipelines
+// are not sent and carry the same error), or, with msgs[i] set,
+// ErrNotReplicated. A caller retries the ids that failed; a retry is safe.
+func (c *Cache) RevokeSessions(ctx context.Context, ids []string) (msgs []session.Invalidation, errs []error) {
+	msgs = make([]session.Invalidation, len(ids))
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(ids))
+		}
+		errs[i] = fmt.Errorf("rediscache: revoke session %s: %w", session.Redact(ids[i]), err)
+	}
+	valid := make([]int, 0, len(ids))
+	for i, id := range ids {
+		if err := session.ValidateID(id); err != nil {
+			c.store.revokeErrors.Add(1)
+			fail(i, err)
+			continue
+		}
+		valid = append(valid, i)
+	}
+	batches := c.stripeBatches(ids, valid, revokeBatch)
+	for len(batches) > 0 {
+		n := pipelineLen(batches, pipelineSessions)
+		pipeBatches := batches[:n]
+		batches = batches[n:]
+		calls := make([]scriptCall, len(pipeBatches))
+		for j, b := range pipeBatches {
+			calls[j] = c.revokeSessionsCall(pick(ids, b))
+		}
+		cmds, notReplicated := c.runScripts(ctx, revokeSessionScript, calls)
+		var unanswered error
+		for j, b := range pipeBatches {
+			res, err := cmds[j].Int64Slice()
+			bids := pick(ids, b)
+			ms, err := c.sessionsRevoked(bids, res, err)
+			if err != nil {
+				if !isRefusal(err) {
+					unanswered = err
+				}
+				fallback := make([]session.Invalidation, len(bids))
+				for k, id := range bids {
+					fallback[k] = session.Invalidation{SessionID: id}
+				}
+				err = c.fallBack(ctx, err, bids, fallback)
+				for _, i := range b {
+					fail(i, err)
+				}
+				continue
+			}
+			for k, i := range b {
+				msgs[i] = ms[k]
+				if notReplicated != nil {
+					fail(i, notReplicated)
+				}
+			}
+		}
+		if unanswered != nil {
+			for _, b := range batches {
+				for _, i := range b {
+					c.store.revokeErrors.Add(1)
+					fail(i, fmt.Errorf("not sent after an unanswered pipeline: %w", unanswered))
+				}
+			}
+			break
+		}
+	}
+	return msgs, errs
+}
+
+// stripeBatches groups the indexes in valid (into ids) by the stripe of
+// their id, in order, and cuts each group into batches of at most size.
+func (c *Cache) stripeBatches(ids []string, valid []int, size int) [][]int {
+	groups := make(map[int][]int)
+	var order []int
+	for _, i := range valid {
+		k := c.layout.Stripe(ids[i])
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	var batches [][]int
+	for _, k := range order {
+		g := groups[k]
+		for len(g) > 0 {
+			n := min(size, len(g))
+			batches = append(batches, g[:n:n])
+			g = g[n:]
+		}
+	}
+	return batches
+}
+
+// pipelineLen returns how many of batches, at least one, go in one
+// pipeline: as many as hold at most limit sessions.
+func pipelineLen(batches [][]int, limit int) int {
+	n, sessions := 0, 0
+	for n < len(batches) && (n == 0 || sessions+len(batches[n]) <= limit) {
+		sessions += len(batches[n])
+		n++
+	}
+	return n
+}
+
+// pick returns ids[i] for each i of idx.
+func pick(ids []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = ids[i]
+	}
+	return out
 }
 
 // isRefusal reports whether err is Redis refusing a command it received
@@ -423,47 +579,81 @@ func isRefusal(err error) bool {
 // fallBack runs after Redis refused a revocation script (err): with the
 // commands Redis runs even when it refuses writes for lack of memory, it
 // deletes the hashes of ids (an active record is then gone, and the next
-// lookup asks the backend, which knows) and publishes m without a sequence
-// number (replicas flip L1 at once). It returns err, noting what the
-// fallback did: the revocation is not in Redis, and the caller must retry
-// it until Redis holds it. Errors other than a refusal are returned as
-// they are.
-func (c *Cache) fallBack(ctx context.Context, err error, ids []string, m session.Invalidation) error {
+// lookup asks the backend, which knows) and publishes msgs without a
+// sequence number (replicas flip L1 at once). It returns err, noting what
+// the fallback did: the revocation is not in Redis, and the caller must
+// retry it until Redis holds it. Errors other than a refusal are returned
+// as they are.
+func (c *Cache) fallBack(ctx context.Context, err error, ids []string, msgs []session.Invalidation) error {
 	if !isRefusal(err) {
 		return err
 	}
 	c.store.fallbacks.Add(1)
-	payload, merr := m.MarshalJSON()
-	if merr != nil {
-		return fmt.Errorf("%w (no fallback: %v)", err, merr)
+	deleted, total, ferr := c.deleteSessions(ctx, ids)
+	if ferr == nil {
+		ferr = c.publishUnnumbered(ctx, msgs)
 	}
+	if ferr != nil {
+		return fmt.Errorf("%w (fallback: %d of %d records deleted; %v)", err, deleted, total, ferr)
+	}
+	return fmt.Errorf("%w (fallback: %d records deleted, unnumbered message published; retry until Redis holds the revocation)", err, deleted)
+}
+
+// deleteSessions deletes the hashes of the valid ids among ids, in
+// pipelines of at most pipelineSessions DELs, each bounded by
+// Options.CallTimeout. It returns how many DELs succeeded, how many were
+// due, and the last error.
+func (c *Cache) deleteSessions(ctx context.Context, ids []string) (deleted, total int, err error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if session.ValidateID(id) == nil {
+			valid = append(valid, id)
+		}
+	}
+	for len(valid) > 0 {
+		chunk := valid[:min(pipelineSessions, len(valid))]
+		valid = valid[len(chunk):]
+		cctx, cancel := c.call(ctx)
+		pipe := c.rdb.Pipeline()
+		dels := make([]*redis.IntCmd, len(chunk))
+		for i, id := range chunk {
+			dels[i] = pipe.Del(cctx, c.layout.SessionKey(id))
+		}
+		_, _ = pipe.Exec(cctx) // read per command below
+		cancel()
+		for _, d := range dels {
+			if d.Err() != nil {
+				err = d.Err()
+				continue
+			}
+			deleted++
+		}
+		total += len(chunk)
+	}
+	return deleted, total, err
+}
+
+// publishUnnumbered publishes msgs, without sequence numbers, in one
+// pipeline bounded by Options.CallTimeout.
+func (c *Cache) publishUnnumbered(ctx context.Context, msgs []session.Invalidation) error {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	pipe := c.rdb.Pipeline()
-	dels := make([]*redis.IntCmd, 0, len(ids))
-	for _, id := range ids {
-		if session.ValidateID(id) == nil {
-			dels = append(dels, pipe.Del(cctx, c.layout.SessionKey(id)))
+	pubs := make([]*redis.IntCmd, 0, len(msgs))
+	for _, m := range msgs {
+		payload, err := m.MarshalJSON()
+		if err != nil {
+			return err
 		}
+		pubs = append(pubs, pipe.Publish(cctx, c.layout.Channel(), payload))
 	}
-	pub := pipe.Publish(cctx, c.layout.Channel(), payload)
 	_, _ = pipe.Exec(cctx) // read per command below
-	deleted := 0
-	var ferr error
-	for _, d := range dels {
-		if d.Err() != nil {
-			ferr = d.Err()
-			continue
+	for _, p := range pubs {
+		if err := p.Err(); err != nil {
+			return err
 		}
-		deleted++
 	}
-	if pub.Err() != nil {
-		ferr = pub.Err()
-	}
-	if ferr != nil {
-		return fmt.Errorf("%w (fallback: %d of %d records deleted; %v)", err, deleted, len(dels), ferr)
-	}
-	return fmt.Errorf("%w (fallback: %d records deleted, unnumbered message published; retry until Redis holds the revocation)", err, deleted)
+	return nil
 }
 
 // waitCmd queues WAIT WaitReplicas WaitTimeout on pipe.
@@ -489,28 +679,102 @@ func (c *Cache) replicated(wait *redis.Cmd) error {
 	return nil
 }
 
-// revokeSessionCmd runs the revoke_session script for id with run, which is
-// Script.Run or Script.Eval.
-func (c *Cache) revokeSessionCmd(ctx context.Context, s redis.Scripter, id string,
-	run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) *redis.Cmd {
-	k := c.layout.Stripe(id)
-	return run(ctx, s,
-		[]string{c.layout.SessionKey(id), c.layout.SeqKey(k), c.layout.LogKey(k)},
-		id, c.opts.SessionTTL.Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds())
+// logArgs are the last arguments of the scripts that announce: the log's
+// MAXLEN, the TTL of the counter and the log, and the TTL below which a
+// script renews them.
+func (c *Cache) logArgs() []any {
+	return []any{c.opts.LogMaxLen, LogTTL.Milliseconds(), (LogTTL - logRenewEvery).Milliseconds()}
 }
 
-// sessionRevoked turns the reply of revoke_session into the message it
-// published, counting it.
-func (c *Cache) sessionRevoked(id string, res []int64, err error) (session.Invalidation, error) {
-	if err == nil && len(res) != 3 {
+// scriptCall is the keys and arguments of one script call.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// runScripts sends calls of s as one pipeline of EVALSHA, bounded by
+// Options.CallTimeout within ctx and ended by a WAIT with
+// Options.WaitReplicas; the calls that Redis answers NOSCRIPT (its script
+// cache was flushed) are sent again at once with EVAL. It returns each
+// call's command and the WAIT's verdict (see replicated).
+func (c *Cache) runScripts(ctx context.Context, s *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(calls))
+	send := func(idx []int, run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) error {
+		pipe := c.rdb.Pipeline()
+		for _, i := range idx {
+			cmds[i] = run(cctx, pipe, calls[i].keys, calls[i].args...)
+		}
+		var wait *redis.Cmd
+		if c.opts.WaitReplicas > 0 {
+			wait = c.waitCmd(cctx, pipe)
+		}
+		_, _ = pipe.Exec(cctx) // errors are read per command
+		return c.replicated(wait)
+	}
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	notReplicated := send(all, s.EvalSha)
+	var again []int
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		if err := send(again, s.Eval); notReplicated == nil {
+			notReplicated = err
+		}
+	}
+	return cmds, notReplicated
+}
+
+// revokeSessionsCmd runs the revoke_session script for ids, which share a
+// stripe, with run, which is Script.Run or Script.Eval.
+func (c *Cache) revokeSessionsCmd(ctx context.Context, s redis.Scripter, ids []string,
+	run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) *redis.Cmd {
+	call := c.revokeSessionsCall(ids)
+	return run(ctx, s, call.keys, call.args...)
+}
+
+// revokeSessionsCall returns the keys and arguments of revoke_session for
+// ids, which share a stripe.
+func (c *Cache) revokeSessionsCall(ids []string) scriptCall {
+	k := c.layout.Stripe(ids[0])
+	keys := make([]string, 0, len(ids)+2)
+	for _, id := range ids {
+		keys = append(keys, c.layout.SessionKey(id))
+	}
+	keys = append(keys, c.layout.SeqKey(k), c.layout.LogKey(k))
+	args := make([]any, 0, 6+len(ids))
+	args = append(args, c.opts.SessionTTL.Milliseconds(), k, c.layout.Channel())
+	args = append(args, c.logArgs()...)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return scriptCall{keys: keys, args: args}
+}
+
+// sessionsRevoked turns the reply of revoke_session for ids, {now, seq_1,
+// receivers_1, ...}, into the messages it published, counting them. On
+// error every id counts in Stats.RevokeErrors.
+func (c *Cache) sessionsRevoked(ids []string, res []int64, err error) ([]session.Invalidation, error) {
+	if err == nil && len(res) != 1+2*len(ids) {
 		err = fmt.Errorf("unexpected reply of %d values", len(res))
 	}
 	if err != nil {
-		c.store.revokeErrors.Add(1)
-		return session.Invalidation{}, err
+		c.store.revokeErrors.Add(uint64(len(ids)))
+		return nil, err
 	}
-	c.countPublish(res[2])
-	return session.Invalidation{SessionID: id, Seq: uint64(res[0]), Stripe: c.layout.Stripe(id), AtMS: res[1]}, nil
+	ms := make([]session.Invalidation, len(ids))
+	for i, id := range ids {
+		c.countPublish(res[2+2*i])
+		ms[i] = session.Invalidation{SessionID: id, Seq: uint64(res[1+2*i]), Stripe: c.layout.Stripe(id), AtMS: res[0]}
+	}
+	return ms, nil
 }
 
 func (c *Cache) countPublish(receivers int64) {
@@ -520,24 +784,29 @@ func (c *Cache) countPublish(receivers int64) {
 	}
 }
 
-// RevokeUser revokes every session of userID. In one atomic step it sets the
+// RevokeUser revokes every session of userID and publishes one message,
+// however many sessions the user has. In one atomic step it sets the
 // user's revocation marker (refusing active fills of the user for
-// Options.FillWindow; the marker lives 2 × FillWindow), reads the user's
-// index, and publishes the user invalidation it returns. Then it revokes
-// each indexed session as RevokeSession does, publishing one message each,
-// and returns the ids it revoked. It tries every session and returns the
-// first error; a caller retries the whole call on error, which is safe.
+// Options.FillWindow; the marker lives 2 × FillWindow) and reads the user's
+// index (when it lists at most 1,000 sessions; a larger one is scanned
+// next). Then it marks each indexed session revoked as RevokeSession does
+// but without a message of its own, the sessions of one stripe up to 128 to
+// a script, and only then logs and publishes the user invalidation it
+// returns, which flips the user's sessions in every replica's L1 (see the
+// package doc for why that is enough). It returns the ids it marked. It
+// tries every session and returns the first error, after publishing the
+// user message all the same; a caller retries the whole call on error,
+// which is safe.
 //
-// The first call is bounded by Options.CallTimeout within ctx, and so is each
-// pipeline of up to 64 session revocations. An invalid user id sends
-// nothing.
+// Each call is bounded by Options.CallTimeout within ctx: the first step,
+// each SSCAN of a large index, each pipeline of up to 256 marked sessions
+// and the message. An invalid user id sends nothing.
 func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalidation, []string, error) {
 	if err := session.ValidateUserID(userID); err != nil {
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user: %w", err)
 	}
-	k := c.layout.Stripe(userID)
-	keys := []string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID), c.layout.SeqKey(k), c.layout.LogKey(k)}
-	args := []any{userID, (2 * c.opts.FillWindow).Milliseconds(), k, c.layout.Channel(), c.opts.LogMaxLen, LogTTL.Milliseconds()}
+	keys := []string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)}
+	args := []any{(2 * c.opts.FillWindow).Milliseconds(), inlineIndex}
 	cctx, cancel := c.call(ctx)
 	var cmd, wait *redis.Cmd
 	if c.opts.WaitReplicas > 0 {
@@ -550,108 +819,271 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalida
 	}
 	res, err := cmd.Slice()
 	cancel()
-	m, ids, err := c.userRevoked(userID, res, err)
+	ids, size, err := userIndex(res, err)
 	if err != nil {
 		c.store.revokeErrors.Add(1)
 		if isRefusal(err) {
-			cctx, cancel := c.call(ctx)
-			ids, _ := c.rdb.SMembers(cctx, c.layout.UserSessionsKey(userID)).Result()
-			cancel()
-			err = c.fallBack(ctx, err, ids, session.Invalidation{UserID: userID})
+			ids, serr := c.scanIndex(ctx, userID)
+			err = c.fallBack(ctx, err, ids, []session.Invalidation{{UserID: userID}})
+			if serr != nil {
+				err = fmt.Errorf("%w (index read for the fallback: %v)", err, serr)
+			}
 		}
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
 	}
 	// Not replicated: the sessions are revoked all the same, and the
 	// error is reported after them.
-	notReplicated := c.replicated(wait)
-	revoked, err := c.revokeSessions(ctx, ids)
-	if err == nil {
-		err = notReplicated
+	firstErr := c.replicated(wait)
+	keep := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
 	}
+	var revoked []string
+	switch {
+	case int64(len(ids)) < size:
+		// The marker is set: the index gains no session for FillWindow,
+		// so a scan now finds the sessions indexed before it.
+		revoked, err = c.markIndex(ctx, userID)
+		keep(err)
+	case len(ids) > 0:
+		revoked, _, err = c.markRevoked(ctx, ids)
+		keep(err)
+	}
+	// Announced after the marks: a replica that read a session active
+	// from Redis read it before its mark, so before this message, which
+	// then flips it in its L1 or makes the fill store it revoked.
+	m, err := c.announceUser(ctx, userID)
 	if err != nil {
-		return m, revoked, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
+		firstErr = err // the message matters most
+	}
+	if firstErr != nil {
+		return m, revoked, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), firstErr)
 	}
 	return m, revoked, nil
 }
 
-// userRevoked parses the reply of revoke_user: {seq, now, receivers, ids}.
-func (c *Cache) userRevoked(userID string, res []any, err error) (session.Invalidation, []string, error) {
+// userIndex parses the reply of revoke_user: {ids, size}.
+func userIndex(res []any, err error) ([]string, int64, error) {
 	if err != nil {
-		return session.Invalidation{}, nil, err
+		return nil, 0, err
 	}
-	if len(res) != 4 {
-		return session.Invalidation{}, nil, fmt.Errorf("unexpected reply of %d values", len(res))
+	if len(res) != 2 {
+		return nil, 0, fmt.Errorf("unexpected reply of %d values", len(res))
 	}
-	seq, ok1 := res[0].(int64)
-	now, ok2 := res[1].(int64)
-	n, ok3 := res[2].(int64)
-	members, ok4 := res[3].([]any)
-	if !ok1 || !ok2 || !ok3 || !ok4 {
-		return session.Invalidation{}, nil, errors.New("unexpected reply types")
+	members, ok1 := res[0].([]any)
+	size, ok2 := res[1].(int64)
+	if !ok1 || !ok2 {
+		return nil, 0, errors.New("unexpected reply types")
 	}
-	c.countPublish(n)
 	ids := make([]string, 0, len(members))
 	for _, v := range members {
 		id, ok := v.(string)
 		if !ok {
-			return session.Invalidation{}, nil, errors.New("unexpected reply types")
+			return nil, 0, errors.New("unexpected reply types")
 		}
 		ids = append(ids, id)
 	}
-	m := session.Invalidation{UserID: userID, Seq: uint64(seq), Stripe: c.layout.Stripe(userID), AtMS: now}
-	return m, ids, nil
+	return ids, size, nil
 }
 
-// revokeSessions revokes ids in pipelines of plain EVAL (never EVALSHA, so a
-// flushed script cache cannot fail a pipeline), each pipeline bounded by
-// Options.CallTimeout and, with Options.WaitReplicas, ended by a WAIT. Ids
-// that fail ValidateID are skipped and reported. It returns the ids revoked
-// and the first error.
-func (c *Cache) revokeSessions(ctx context.Context, ids []string) ([]string, error) {
+// announceUser numbers, logs and publishes the user-wide revocation of
+// userID (announce_user), followed by a WAIT with Options.WaitReplicas.
+// When Redis refuses the script, it publishes the message unnumbered and
+// returns the refusal.
+func (c *Cache) announceUser(ctx context.Context, userID string) (session.Invalidation, error) {
+	k := c.layout.Stripe(userID)
+	keys := []string{c.layout.SeqKey(k), c.layout.LogKey(k)}
+	args := append([]any{userID, k, c.layout.Channel()}, c.logArgs()...)
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	var cmd, wait *redis.Cmd
+	if c.opts.WaitReplicas > 0 {
+		pipe := c.rdb.Pipeline()
+		cmd = announceUserScript.Eval(cctx, pipe, keys, args...)
+		wait = c.waitCmd(cctx, pipe)
+		_, _ = pipe.Exec(cctx) // errors are read per command below
+	} else {
+		cmd = announceUserScript.Run(cctx, c.rdb, keys, args...)
+	}
+	res, err := cmd.Int64Slice()
+	if err == nil && len(res) != 3 {
+		err = fmt.Errorf("unexpected reply of %d values", len(res))
+	}
+	if err != nil {
+		c.store.revokeErrors.Add(1)
+		if isRefusal(err) {
+			c.store.fallbacks.Add(1)
+			if perr := c.publishUnnumbered(ctx, []session.Invalidation{{UserID: userID}}); perr != nil {
+				return session.Invalidation{}, fmt.Errorf("message: %w (fallback: %v)", err, perr)
+			}
+			return session.Invalidation{}, fmt.Errorf("message: %w (fallback: unnumbered message published; retry until Redis holds the revocation)", err)
+		}
+		return session.Invalidation{}, fmt.Errorf("message: %w", err)
+	}
+	c.countPublish(res[2])
+	m := session.Invalidation{UserID: userID, Seq: uint64(res[0]), Stripe: k, AtMS: res[1]}
+	return m, c.replicated(wait)
+}
+
+// scanIndex reads a user's index with SSCAN, each call bounded by
+// Options.CallTimeout, and returns its ids without duplicates.
+func (c *Cache) scanIndex(ctx context.Context, userID string) ([]string, error) {
+	var ids []string
+	err := c.scanIndexPages(ctx, userID, func(page []string) bool {
+		ids = append(ids, page...)
+		return true
+	})
+	return ids, err
+}
+
+// scanIndexPages reads a user's index with SSCAN, each call bounded by
+// Options.CallTimeout, and hands each page of ids not seen before to emit,
+// until the scan ends or emit returns false.
+func (c *Cache) scanIndexPages(ctx context.Context, userID string, emit func([]string) bool) error {
+	key := c.layout.UserSessionsKey(userID)
+	seen := make(map[string]struct{})
+	var cursor uint64
+	for {
+		cctx, cancel := c.call(ctx)
+		page, next, err := c.rdb.SScan(cctx, key, cursor, "", scanCount).Result()
+		cancel()
+		if err != nil {
+			return err
+		}
+		fresh := page[:0]
+		for _, id := range page {
+			if _, ok := seen[id]; !ok {
+				seen[id] = struct{}{}
+				fresh = append(fresh, id)
+			}
+		}
+		if len(fresh) > 0 && !emit(fresh) {
+			return nil
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// markIndex marks the sessions of a user's index revoked, as markRevoked
+// does, page by page while a goroutine of its own scans the next page. It
+// returns the ids marked and the first error; after an error of the scan
+// or a pipeline Redis did not answer, it stops.
+func (c *Cache) markIndex(ctx context.Context, userID string) ([]string, error) {
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	pages := make(chan []string, 1)
+	scanned := make(chan error, 1)
+	go func() {
+		defer close(pages)
+		scanned <- c.scanIndexPages(sctx, userID, func(page []string) bool {
+			select {
+			case pages <- page:
+				return true
+			case <-sctx.Done():
+				return false
+			}
+		})
+	}()
+	var revoked []string
+	var firstErr error
+	for page := range pages {
+		marked, halted, err := c.markRevoked(ctx, page)
+		revoked = append(revoked, marked...)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if halted {
+			stop()
+			for range pages { // let the scan end
+			}
+		}
+	}
+	if err := <-scanned; err != nil && firstErr == nil {
+		c.store.revokeErrors.Add(1)
+		firstErr = fmt.Errorf("read the index: %w", err)
+	}
+	return revoked, firstErr
+}
+
+// markRevoked marks ids revoked without announcing them (the
+// mark_revoked script), the ids of one stripe up to markBatch to a script,
+// in pipelines sent by runScripts. Ids that fail ValidateID are skipped and
+// reported. A script Redis refuses (OOM, READONLY) is followed by DEL of
+// its sessions, as RevokeSession's fallback; after a pipeline Redis did not
+// answer, the rest is not sent and halted is true. It returns the ids
+// marked and the first error.
+func (c *Cache) markRevoked(ctx context.Context, ids []string) (revoked []string, halted bool, err error) {
 	var firstErr error
 	fail := func(err error) {
 		if firstErr == nil {
 			firstErr = err
 		}
 	}
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
+	valid := make([]int, 0, len(ids))
+	for i, id := range ids {
 		if err := session.ValidateID(id); err != nil {
 			c.store.revokeErrors.Add(1)
 			fail(fmt.Errorf("indexed session: %w", err))
 			continue
 		}
-		valid = append(valid, id)
+		valid = append(valid, i)
 	}
-	revoked := make([]string, 0, len(valid))
-	for len(valid) > 0 {
-		batch := valid[:min(revokeBatch, len(valid))]
-		valid = valid[len(batch):]
-		cctx, cancel := c.call(ctx)
-		pipe := c.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(batch))
-		for i, id := range batch {
-			cmds[i] = c.revokeSessionCmd(cctx, pipe, id, revokeSessionScript.Eval)
+	batches := c.stripeBatches(ids, valid, markBatch)
+	revoked = make([]string, 0, len(valid))
+	for len(batches) > 0 {
+		n := pipelineLen(batches, markPipeline)
+		pipeBatches := batches[:n]
+		batches = batches[n:]
+		calls := make([]scriptCall, len(pipeBatches))
+		for j, b := range pipeBatches {
+			keys := make([]string, len(b))
+			for k, i := range b {
+				keys[k] = c.layout.SessionKey(ids[i])
+			}
+			calls[j] = scriptCall{keys: keys, args: []any{c.opts.SessionTTL.Milliseconds()}}
 		}
-		var wait *redis.Cmd
-		if c.opts.WaitReplicas > 0 {
-			wait = c.waitCmd(cctx, pipe)
+		cmds, notReplicated := c.runScripts(ctx, markRevokedScript, calls)
+		if err := notReplicated; err != nil {
+			fail(fmt.Errorf("%d sessions: %w", pipelineCount(pipeBatches), err))
 		}
-		_, _ = pipe.Exec(cctx) // errors are read per command below
-		cancel()
-		if err := c.replicated(wait); err != nil {
-			fail(fmt.Errorf("%d sessions: %w", len(batch), err))
-		}
-		for i, id := range batch {
-			res, err := cmds[i].Int64Slice()
-			if _, err := c.sessionRevoked(id, res, err); err != nil {
-				fail(fmt.Errorf("session %s: %w", session.Redact(id), err))
+		var unanswered error
+		for j, b := range pipeBatches {
+			if err := cmds[j].Err(); err != nil {
+				c.store.revokeErrors.Add(uint64(len(b)))
+				if isRefusal(err) {
+					c.store.fallbacks.Add(1)
+					deleted, total, derr := c.deleteSessions(ctx, pick(ids, b))
+					if derr != nil {
+						err = fmt.Errorf("%w (fallback: %d of %d records deleted; %v)", err, deleted, total, derr)
+					} else {
+						err = fmt.Errorf("%w (fallback: %d records deleted; retry until Redis holds the revocation)", err, deleted)
+					}
+				} else {
+					unanswered = err
+				}
+				fail(fmt.Errorf("%d sessions of stripe %d: %w", len(b), c.layout.Stripe(ids[b[0]]), err))
 				continue
 			}
-			revoked = append(revoked, id)
+			revoked = append(revoked, pick(ids, b)...)
+		}
+		if unanswered != nil {
+			c.store.revokeErrors.Add(uint64(pipelineCount(batches)))
+			return revoked, true, firstErr
 		}
 	}
-	return revoked, firstErr
+	return revoked, false, firstErr
+}
+
+// pipelineCount returns the sessions in batches.
+func pipelineCount(batches [][]int) int {
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n
 }
 
 // MarkRevoked implements session.Cache: RevokeSession bounded by

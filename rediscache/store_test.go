@@ -231,8 +231,8 @@ func TestKeyLayout(t *testing.T) {
 		if v := r.rdb.Get(ctx, "env1:user:user-7:revoked_at_ms").Val(); len(v) < 13 || strings.ContainsAny(v, ".e+") {
 			t.Errorf("GET env1:user:user-7:revoked_at_ms = %q, want decimal ms", v)
 		}
-		if v := r.rdb.Get(ctx, "env1:session_invalidation:seq").Val(); v != "3" {
-			t.Errorf("GET env1:session_invalidation:seq = %q, want 3 (session, user, session)", v)
+		if v := r.rdb.Get(ctx, "env1:session_invalidation:seq").Val(); v != "2" {
+			t.Errorf("GET env1:session_invalidation:seq = %q, want 2 (session, user)", v)
 		}
 		for _, key := range []string{
 			"env1:session:dev-1",
