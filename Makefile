@@ -1,7 +1,7 @@
 # make test   runs the tests of the module (scripts/test).
-# make bench  runs the benchmark suite (bench/cmd/benchsuite, about ten
-#             minutes on two cores) and writes BENCHMARKS.md and
-#             bench/scale.png.
+# make bench  runs the benchmark suite (bench/cmd/benchsuite, about
+#             twenty minutes on two cores) and writes BENCHMARKS.md,
+#             bench/scale.png and bench/fanout.png.
 .PHONY: test bench
 
 test:

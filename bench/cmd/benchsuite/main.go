@@ -22,7 +22,7 @@
 // It needs go and redis-server on the PATH; the library's benchmarks start
 // their own redis-server processes, and the suite starts one more for the
 // mixed workload and the scale curves. All of them listen on loopback and
-// are stopped when it ends. It takes about fifteen minutes on two cores.
+// are stopped when it ends. It takes about twenty minutes on two cores.
 package main
 
 import (
