@@ -214,9 +214,10 @@ func RunFanoutScale(ctx context.Context, opts FanoutScaleOptions) (FanoutPoint, 
 			return FanoutPoint{}, fmt.Errorf("bench: replica %d: WaitSynced: %w", i, err)
 		}
 	}
-	// The revoker waits as long as it takes: with a thousand subscribers on
-	// a loaded machine a revocation may exceed the default CallTimeout,
-	// and the time is measured, not bounded.
+	// The revoker waits up to 2 s (the most that the default FillWindow
+	// allows): with a thousand subscribers on a loaded machine a
+	// revocation may exceed the default CallTimeout, and the time is
+	// measured here, not bounded.
 	pub, err := rediscache.New(client("revoker", nil), rediscache.Options{SessionTTL: RedisTTL, CallTimeout: 2 * time.Second})
 	if err != nil {
 		return FanoutPoint{}, err
