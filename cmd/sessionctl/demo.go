@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -27,7 +28,6 @@ import (
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redisconn"
 	"github.com/galaxy-game/sessioncache/internal/signing"
-	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 	"github.com/galaxy-game/sessioncache/tiered"
 )
@@ -168,16 +168,16 @@ type demoSession struct {
 // demoReplica is one gateway replica: its cache and its request verifier.
 type demoReplica struct {
 	name     string
-	rdb      redis.UniversalClient
 	cache    *tiered.Cache
 	verifier *signing.Verifier
 }
 
 // demoEnv is everything the demo starts; close stops it all.
 type demoEnv struct {
-	mr       *miniredis.Miniredis // nil with -redis
-	where    string               // "embedded Redis" or "Redis at host:port"
-	prefix   string               // key prefix; "" on the embedded Redis
+	mr       *miniredis.Miniredis  // nil with -redis
+	where    string                // "embedded Redis" or "Redis at host:port"
+	prefix   string                // key prefix; "" on the embedded Redis
+	rdb      redis.UniversalClient // with -redis: deletes the run's keys at the end
 	backend  *backendtest.Server
 	client   *backend.Client
 	replicas []*demoReplica
@@ -197,14 +197,13 @@ func startDemoEnv(ctx context.Context, cfg demoConfig) (_ *demoEnv, err error) {
 		}
 	}()
 
-	newClient := func(name string) (redis.UniversalClient, error) {
-		return redis.NewClient(&redis.Options{Addr: env.mr.Addr(), ClientName: name, ContextTimeoutEnabled: true}), nil
-	}
-	if cfg.redisURL == "" {
+	redisURL := cfg.redisURL
+	if redisURL == "" {
 		env.mr, err = miniredis.Run()
 		if err != nil {
 			return nil, fmt.Errorf("start embedded Redis: %w", err)
 		}
+		redisURL = "redis://" + env.mr.Addr()
 		env.where = "embedded Redis (miniredis)"
 	} else {
 		var raw [6]byte
@@ -213,29 +212,34 @@ func startDemoEnv(ctx context.Context, cfg demoConfig) (_ *demoEnv, err error) {
 		}
 		env.prefix = "sessionctl-demo:" + hex.EncodeToString(raw[:]) + ":"
 		env.where = "Redis at " + demoRedisHost(cfg.redisURL) + ", key prefix " + env.prefix
-		newClient = func(name string) (redis.UniversalClient, error) {
-			conf := redisconn.Config{URL: cfg.redisURL, CAFile: cfg.caFile, InsecureSkipTLSVerify: cfg.insecure, ClientName: name}
-			return conf.NewClient()
-		}
-	}
-
-	// Redis first: an unreachable one fails before any seeding.
-	for i := range cfg.replicas {
-		name := fmt.Sprintf("demo-replica-%d", i+1)
-		rdb, err := newClient(name)
-		if err != nil {
+		// One client of its own deletes the run's keys at the end.
+		conf := redisconn.Config{URL: cfg.redisURL, CAFile: cfg.caFile, InsecureSkipTLSVerify: cfg.insecure, ClientName: "demo-cleanup"}
+		if env.rdb, err = conf.NewClient(); err != nil {
 			return nil, err
 		}
-		env.replicas = append(env.replicas, &demoReplica{name: name, rdb: rdb})
-		if err := redisconn.Ping(ctx, rdb); err != nil {
-			return nil, errors.New(redisconn.Explain(err))
-		}
 	}
-
 	env.backend = backendtest.NewServer()
 	env.client, err = backend.New(backend.Options{BaseURL: env.backend.URL()})
 	if err != nil {
 		return nil, err
+	}
+
+	// The replicas before the sessions: an unreachable Redis fails before
+	// any seeding. Open returns once the replica is subscribed and synced.
+	for i := range cfg.replicas {
+		r := &demoReplica{name: fmt.Sprintf("demo-replica-%d", i+1)}
+		conf := tiered.Config{RedisURL: redisURL, BackendURL: env.backend.URL(), Name: r.name, KeyPrefix: env.prefix, TLSCAFile: cfg.caFile}
+		if cfg.insecure {
+			conf.TLSCAFile, conf.TLS = "", &tls.Config{InsecureSkipVerify: true} // -tls-insecure-skip-verify, said on the command line
+		}
+		if r.cache, err = tiered.Open(ctx, conf); err != nil {
+			return nil, err
+		}
+		env.replicas = append(env.replicas, r)
+		r.verifier, err = signing.NewVerifier(signing.VerifierOptions{ReplayCacheSize: demoReplayCache})
+		if err != nil {
+			return nil, err
+		}
 	}
 	env.sessions = make([]demoSession, cfg.sessions)
 	for i := range env.sessions {
@@ -244,30 +248,6 @@ func startDemoEnv(ctx context.Context, cfg demoConfig) (_ *demoEnv, err error) {
 		env.sessions[i] = demoSession{id: rec.DeviceSessionID, user: user, priv: priv}
 	}
 	env.users = (cfg.sessions + demoSessionsPerUser - 1) / demoSessionsPerUser
-
-	for _, r := range env.replicas {
-		l2, err := rediscache.New(r.rdb, rediscache.Options{Prefix: env.prefix})
-		if err != nil {
-			return nil, err
-		}
-		r.cache, err = tiered.New(tiered.Options{
-			Redis:      l2,
-			Backend:    env.client,
-			Subscriber: rediscache.SubscriberOptions{Name: r.name},
-		})
-		if err != nil {
-			return nil, err
-		}
-		r.verifier, err = signing.NewVerifier(signing.VerifierOptions{ReplayCacheSize: demoReplayCache})
-		if err != nil {
-			return nil, err
-		}
-	}
-	for _, r := range env.replicas {
-		if err := r.cache.WaitSynced(ctx); err != nil {
-			return nil, fmt.Errorf("%s: invalidation channel not synced: %w", r.name, err)
-		}
-	}
 	return env, nil
 }
 
@@ -281,15 +261,14 @@ func (e *demoEnv) close() error {
 			_ = r.cache.Close()
 		}
 	}
-	if e.prefix != "" && len(e.replicas) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), demoSetupTimeout)
-		err = demoDeleteKeys(ctx, e.replicas[0].rdb, e.prefix)
-		cancel()
-	}
-	for _, r := range e.replicas {
-		_ = r.rdb.Close()
-	}
 	e.replicas = nil
+	if e.rdb != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), demoSetupTimeout)
+		err = demoDeleteKeys(ctx, e.rdb, e.prefix)
+		cancel()
+		_ = e.rdb.Close()
+		e.rdb = nil
+	}
 	if e.client != nil {
 		e.client.CloseIdleConnections()
 	}
