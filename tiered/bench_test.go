@@ -25,9 +25,9 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/internal/workload"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/rediscache"
@@ -46,6 +46,7 @@ const (
 // backend, and the replicas built on them.
 type benchEnv struct {
 	tb       testing.TB
+	te       *testenv.Env
 	srv      *redistest.Server
 	rdb      *redis.Client // a plain client, for the raw baselines
 	backend  *backendtest.Server
@@ -55,14 +56,12 @@ type benchEnv struct {
 
 func newBenchEnv(tb testing.TB, sessions int) *benchEnv {
 	tb.Helper()
-	srv := redistest.Start(tb, redistest.Options{})
-	be := backendtest.NewServer()
-	tb.Cleanup(be.Close)
+	te := testenv.New(tb, testenv.Options{})
 	layout, err := rediscache.NewLayout("", "", 1)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &benchEnv{tb: tb, srv: srv, backend: be, layout: layout, sessions: sessions}
+	e := &benchEnv{tb: tb, te: te, srv: te.Redis, backend: te.Backend, layout: layout, sessions: sessions}
 	e.rdb = e.client("raw")
 	if err := workload.Load(context.Background(), e.rdb, layout, 0, sessions, rediscache.DefaultSessionTTL); err != nil {
 		tb.Fatal(err)
@@ -73,45 +72,29 @@ func newBenchEnv(tb testing.TB, sessions int) *benchEnv {
 // client returns a client configured as a gateway's (context deadlines on),
 // closed at cleanup.
 func (e *benchEnv) client(name string) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: name, ContextTimeoutEnabled: true})
+	rdb := e.te.Client(name)
 	e.tb.Cleanup(func() { rdb.Close() })
 	return rdb
 }
 
 // replica starts a tiered Cache with its own client (with rhooks added),
-// waits until its subscription is synced, and closes it at cleanup.
+// its connections and its subscriber named name and an L1 of benchL1
+// entries, waits until its subscription is synced, and closes it at
+// cleanup.
 func (e *benchEnv) replica(name string, hooks testHooks, edit func(*Options), rhooks ...redis.Hook) *Cache {
 	e.tb.Helper()
-	rdb := e.client(name)
+	rdb := e.te.Client(name)
 	for _, h := range rhooks {
 		rdb.AddHook(h)
 	}
-	l2, err := rediscache.New(rdb, rediscache.Options{})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: e.backend.URL()})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	opts := Options{Redis: l2, Backend: be, Local: localcache.Options{Size: benchL1}, Subscriber: rediscache.SubscriberOptions{Name: name}}
+	edits := []func(*Options){func(o *Options) {
+		o.Local = localcache.Options{Size: benchL1}
+		o.Subscriber.Name = name
+	}}
 	if edit != nil {
-		edit(&opts)
+		edits = append(edits, edit)
 	}
-	c, err := newCache(opts, hooks)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	e.tb.Cleanup(func() {
-		c.Close()
-		be.CloseIdleConnections()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.WaitSynced(ctx); err != nil {
-		e.tb.Fatalf("replica %s: WaitSynced: %v", name, err)
-	}
-	return c
+	return startReplica(e.tb, name, rdb, 1, e.backend.URL(), hooks, edits...)
 }
 
 // benchTimer is the part of *testing.B that the bodies use; in the smoke

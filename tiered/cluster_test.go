@@ -26,26 +26,7 @@ func TestCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t, redistest.ClusterOptions{ReplicasPerMaster: 1})
 	topo := clusterTopology(t, cluster)
 
-	t.Run("LookupsThroughAllTiers", func(t *testing.T) {
-		scaleLookupsThroughAllTiers(t, newScaleEnv(t, topo))
-	})
-	t.Run("RevocationReachesEveryReplica", func(t *testing.T) {
-		lat := scaleRevocationReachesEveryReplica(t, newScaleEnv(t, topo), 200)
-		t.Logf("revoke -> L1 flipped on all 3 replicas, %d revocations: p50 %v, p99 %v, max %v",
-			len(lat), percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
-	})
-	t.Run("FillRacingRevocation", func(t *testing.T) {
-		scaleFillRace(t, newScaleEnv(t, topo), 200)
-	})
-	t.Run("HandTypedMessage", func(t *testing.T) {
-		scaleHandTypedMessage(t, newScaleEnv(t, topo))
-	})
-	t.Run("KilledSubscriberReplays", func(t *testing.T) {
-		scaleKilledSubscriber(t, newScaleEnv(t, topo), 5)
-	})
-	t.Run("HandEdits", func(t *testing.T) {
-		scaleHandEdits(t, newScaleEnv(t, topo))
-	})
+	scaleCore(t, topo)
 	t.Run("FanoutPublishVsSpublish", func(t *testing.T) {
 		fanoutPublishVsSpublish(t, cluster, topo)
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -24,6 +25,7 @@ func TestMain(m *testing.M) {
 // env is one redis-server and one backend shared by several replicas.
 type env struct {
 	t       *testing.T
+	te      *testenv.Env
 	srv     *redistest.Server
 	rdb     *redis.Client // a plain client, for assertions
 	backend *backendtest.Server
@@ -32,14 +34,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv := redistest.Start(t, redistest.Options{})
-	be := backendtest.NewServer()
-	t.Cleanup(be.Close)
+	te := testenv.New(t, testenv.Options{})
 	layout, err := rediscache.NewLayout("", "", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, rdb: srv.Client(t), backend: be, layout: layout}
+	return &env{t: t, te: te, srv: te.Redis, rdb: te.Redis.Client(t), backend: te.Backend, layout: layout}
 }
 
 // observer collects the invalidations a replica applied, so tests can wait
@@ -159,53 +159,58 @@ type replica struct {
 	rdb *redis.Client
 }
 
-// replica starts a tiered cache on the env with its own Redis client, and
-// waits until its subscription is synced.
+// replica starts a tiered cache on the env with its own Redis client, its
+// connections and its subscriber named name, and waits until its
+// subscription is synced.
 func (e *env) replica(t *testing.T, name string, hooks testHooks, edit ...func(*Options)) *replica {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: name, ContextTimeoutEnabled: true})
-	l2, err := rediscache.New(rdb, rediscache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: e.backend.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hooks, obs := observed(hooks)
+	rdb := e.te.Client(name)
+	named := func(o *Options) { o.Subscriber.Name = name }
+	c := startReplica(t, name, rdb, 1, e.backend.URL(), hooks, append([]func(*Options){named}, edit...)...)
+	return &replica{Cache: c, obs: obs, rdb: rdb}
+}
+
+// observed returns hooks that also report to a new observer, and the
+// observer.
+func observed(hooks testHooks) (testHooks, *observer) {
 	obs := newObserver()
-	userApplied := hooks.applied
+	userApplied, userEvent := hooks.applied, hooks.event
 	hooks.applied = func(m session.Invalidation) {
 		obs.applied(m)
 		if userApplied != nil {
 			userApplied(m)
 		}
 	}
-	userEvent := hooks.event
-	hooks.event = func(e rediscache.Event) {
-		obs.event(e)
+	hooks.event = func(ev rediscache.Event) {
+		obs.event(ev)
 		if userEvent != nil {
-			userEvent(e)
+			userEvent(ev)
 		}
 	}
-	opts := Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}}
-	for _, f := range edit {
-		f(&opts)
+	return hooks, obs
+}
+
+// startReplica is the package's one replica constructor: testenv.Start
+// with newCache, so that hooks reach the cache, and edit applied, in
+// order, to the options. rdb is the replica's own client, closed at
+// cleanup; the L2 on it has stripes stripes; the replica's backend client
+// asks backendURL.
+func startReplica(tb testing.TB, name string, rdb redis.UniversalClient, stripes int, backendURL string, hooks testHooks, edit ...func(*Options)) *Cache {
+	tb.Helper()
+	r := testenv.Replica{
+		Name:    name,
+		Client:  rdb,
+		Redis:   rediscache.Options{Stripes: stripes},
+		Backend: backend.Options{BaseURL: backendURL},
 	}
-	c, err := newCache(opts, hooks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		be.CloseIdleConnections()
-		rdb.Close()
+	return testenv.Start(tb, r, func(l2 *rediscache.Cache, be *backend.Client) (*Cache, error) {
+		opts := Options{Redis: l2, Backend: be}
+		for _, f := range edit {
+			f(&opts)
+		}
+		return newCache(opts, hooks)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.WaitSynced(ctx); err != nil {
-		t.Fatalf("replica %s: WaitSynced: %v", name, err)
-	}
-	return &replica{Cache: c, obs: obs, rdb: rdb}
 }
 
 // redisStatus returns the status field of a session's hash ("" if none).

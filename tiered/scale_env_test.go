@@ -15,7 +15,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/rediscache"
@@ -156,47 +155,9 @@ type scaleReplica struct {
 // named after the replica all the same.
 func (e *scaleEnv) replica(t *testing.T, name string, hooks testHooks, edit ...func(*Options)) *scaleReplica {
 	t.Helper()
+	hooks, obs := observed(hooks)
 	rdb := e.topo.client(name)
-	l2, err := rediscache.New(rdb, rediscache.Options{Stripes: e.topo.stripes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: e.backend.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obs := newObserver()
-	userApplied, userEvent := hooks.applied, hooks.event
-	hooks.applied = func(m session.Invalidation) {
-		obs.applied(m)
-		if userApplied != nil {
-			userApplied(m)
-		}
-	}
-	hooks.event = func(ev rediscache.Event) {
-		obs.event(ev)
-		if userEvent != nil {
-			userEvent(ev)
-		}
-	}
-	opts := Options{Redis: l2, Backend: be}
-	for _, f := range edit {
-		f(&opts)
-	}
-	c, err := newCache(opts, hooks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		be.CloseIdleConnections()
-		rdb.Close()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.WaitSynced(ctx); err != nil {
-		t.Fatalf("replica %s: WaitSynced: %v", name, err)
-	}
+	c := startReplica(t, name, rdb, e.topo.stripes, e.backend.URL(), hooks, edit...)
 	return &scaleReplica{Cache: c, obs: obs, rdb: rdb, name: name}
 }
 
@@ -301,6 +262,33 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 
 // ---- The core invariant tests, for any topology ----
 
+// scaleCore runs the core invariant tests on topo, each subtest on an env
+// of its own: lookups through every tier, revocations reaching three
+// replicas, the fill race 200 times per way of revoking, a hand-typed
+// message, killed subscribers that replay, and hand edits.
+func scaleCore(t *testing.T, topo *topology) {
+	t.Run("LookupsThroughAllTiers", func(t *testing.T) {
+		scaleLookupsThroughAllTiers(t, newScaleEnv(t, topo))
+	})
+	t.Run("RevocationReachesEveryReplica", func(t *testing.T) {
+		lat := scaleRevocationReachesEveryReplica(t, newScaleEnv(t, topo), 200)
+		t.Logf("revoke -> L1 flipped on all 3 replicas, %d revocations: p50 %v, p99 %v, max %v",
+			len(lat), percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
+	})
+	t.Run("FillRacingRevocation", func(t *testing.T) {
+		scaleFillRace(t, newScaleEnv(t, topo), 200)
+	})
+	t.Run("HandTypedMessage", func(t *testing.T) {
+		scaleHandTypedMessage(t, newScaleEnv(t, topo))
+	})
+	t.Run("KilledSubscriberReplays", func(t *testing.T) {
+		scaleKilledSubscriber(t, newScaleEnv(t, topo), 5)
+	})
+	t.Run("HandEdits", func(t *testing.T) {
+		scaleHandEdits(t, newScaleEnv(t, topo))
+	})
+}
+
 // scaleLookupsThroughAllTiers: a lookup misses L1 and L2 and asks the
 // backend, a second one hits L1, another replica reads L2, and an unknown
 // id is cached as unknown.
@@ -364,8 +352,11 @@ func scaleRevocationReachesEveryReplica(t *testing.T, e *scaleEnv, n int) []time
 }
 
 // scaleFillRace revokes a session while the backend is answering "active"
-// for it (inside the backend's hook), runs times per way of revoking, and
-// checks that Redis and L1 end revoked.
+// for it, inside the backend's hook: after the record was read, before the
+// response is written, so the fill happens after the revocation. It does so
+// runs times per way of revoking, and checks that Redis and L1 end revoked
+// and both replicas answer revoked. Each way of revoking has users of its
+// own, so no earlier user-wide revocation refuses its fills.
 func scaleFillRace(t *testing.T, e *scaleEnv, runs int) {
 	cases := []struct {
 		name     string
@@ -393,14 +384,14 @@ func scaleFillRace(t *testing.T, e *scaleEnv, runs int) {
 			}
 		}},
 	}
-	for _, tc := range cases {
+	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newScaleEnv(t, e.topo)
 			a := e.replica(t, "a", testHooks{})
 			b := e.replica(t, "b", testHooks{})
 			crossSlot := 0
 			for i := range runs {
-				rec, _ := e.backend.NewSession(fmt.Sprintf("user-race%d", i))
+				rec, _ := e.backend.NewSession(fmt.Sprintf("user-race%d-%d", ci, i))
 				id := rec.DeviceSessionID
 				if e.layout.Stripe(id) != e.layout.Stripe(rec.UserID) {
 					crossSlot++
@@ -421,7 +412,7 @@ func scaleFillRace(t *testing.T, e *scaleEnv, runs int) {
 				if tc.waitUser {
 					key = rec.UserID
 				}
-				a.obs.wait(t, key, 5*time.Second) // written and published
+				a.obs.wait(t, key, 5*time.Second) // the revocation is written and published
 				if s := e.redisStatus(t, id); s != "revoked" {
 					t.Fatalf("run %d: Redis status of %s = %q, want revoked", i, e.layout.SessionKey(id), s)
 				}

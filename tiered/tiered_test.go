@@ -86,79 +86,11 @@ func TestBackendErrorsAreNotCached(t *testing.T) {
 	}
 }
 
-// raceCase revokes a session while the backend is answering "active" for
-// it, inside the backend's hook: after the record was read, before the
-// response is written. The fill then happens after the revocation.
-type raceCase struct {
-	name   string
-	revoke func(t *testing.T, a, b *replica, e *env, rec session.Record)
-	// waitFor is the id (session or user) whose invalidation replica a must
-	// have applied before the final state is checked.
-	waitUser bool
-}
-
+// TestFillRacingRevocation runs the fill race (scaleFillRace) 1000 times
+// per way of revoking on a single redis-server.
 func TestFillRacingRevocation(t *testing.T) {
-	const runs = 1000
-	cases := []raceCase{
-		{name: "MarkRevoked", revoke: func(t *testing.T, a, _ *replica, e *env, rec session.Record) {
-			e.backend.Revoke(rec.DeviceSessionID)
-			a.MarkRevoked(rec.DeviceSessionID)
-		}},
-		{name: "MarkAllRevokedForUser", waitUser: true, revoke: func(t *testing.T, a, _ *replica, e *env, rec session.Record) {
-			e.backend.RevokeUser(rec.UserID)
-			a.MarkAllRevokedForUser(rec.UserID)
-		}},
-		{name: "Revoke on another replica", revoke: func(t *testing.T, _, b *replica, e *env, rec session.Record) {
-			e.backend.Revoke(rec.DeviceSessionID)
-			if err := b.Revoke(ctx, rec.DeviceSessionID); err != nil {
-				t.Errorf("Revoke: %v", err)
-			}
-		}},
-		{name: "RevokeUser on another replica", waitUser: true, revoke: func(t *testing.T, _, b *replica, e *env, rec session.Record) {
-			e.backend.RevokeUser(rec.UserID)
-			if err := b.RevokeUser(ctx, rec.UserID); err != nil {
-				t.Errorf("RevokeUser: %v", err)
-			}
-		}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			a := e.replica(t, "a", testHooks{})
-			b := e.replica(t, "b", testHooks{})
-			for i := range runs {
-				rec, _ := e.backend.NewSession(fmt.Sprintf("user-%d", i))
-				id := rec.DeviceSessionID
-				var fired atomic.Bool
-				e.backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
-					if got == id && fired.CompareAndSwap(false, true) {
-						tc.revoke(t, a, b, e, rec)
-					}
-				})
-				if _, err := a.Lookup(ctx, id); err != nil {
-					t.Fatalf("run %d: Lookup: %v", i, err)
-				}
-				if !fired.Load() {
-					t.Fatalf("run %d: the backend hook did not run", i)
-				}
-				key := id
-				if tc.waitUser {
-					key = rec.UserID
-				}
-				a.obs.wait(t, key, 5*time.Second) // the revocation is written and published
-				if s := e.redisStatus(t, id); s != "revoked" {
-					t.Fatalf("run %d: Redis status = %q, want revoked", i, s)
-				}
-				if got, ok := a.l1.Get(id); !ok || got.Status != session.StatusRevoked {
-					t.Fatalf("run %d: L1 Get = %+v, %v; want revoked", i, got, ok)
-				}
-				if got, err := a.Lookup(ctx, id); err != nil || got.Status != session.StatusRevoked {
-					t.Fatalf("run %d: Lookup after the race = %+v, %v; want revoked", i, got, err)
-				}
-			}
-			e.backend.SetBeforeRespond(nil)
-		})
-	}
+	srv := redistest.Start(t, redistest.Options{})
+	scaleFillRace(t, newScaleEnv(t, singleTopology(t, srv)), 1000)
 }
 
 func TestL2FillRacingInvalidation(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/backend"
-	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 	"github.com/galaxy-game/sessioncache/tiered"
@@ -260,34 +260,14 @@ func (r *runbook) awaitRevoked(ids ...string) {
 	}
 }
 
-// startReplica starts a gateway replica's tiered cache with its own Redis
-// client, its subscriber named name, and waits until it is subscribed.
-func startReplica(t *testing.T, srv *redistest.Server, backendURL, name string) *tiered.Cache {
+// startReplica starts a gateway replica's tiered cache on env with its own
+// Redis client, its connections and its subscriber named name, and waits
+// until it is subscribed.
+func startReplica(t *testing.T, env *testenv.Env, name string) *tiered.Cache {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
-	l2, err := rediscache.New(rdb, rediscache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: backendURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := tiered.New(tiered.Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		be.CloseIdleConnections()
-		rdb.Close()
+	return testenv.Start(t, env.Replica(name), func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
+		return tiered.New(tiered.Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}})
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.WaitSynced(ctx); err != nil {
-		t.Fatalf("replica %s: WaitSynced: %v", name, err)
-	}
-	return c
 }
 
 // TestRunbook runs every command of the README's runbook section with the real redis-cli (and
@@ -299,7 +279,8 @@ func startReplica(t *testing.T, srv *redistest.Server, backendURL, name string) 
 func TestRunbook(t *testing.T) {
 	ctx := context.Background()
 	r := &runbook{t: t, cli: redistest.Binary(t, "redis-cli"), users: map[string][]string{}}
-	r.srv = redistest.Start(t, redistest.Options{})
+	env := testenv.New(t, testenv.Options{})
+	r.srv = env.Redis
 	r.admin = r.srv.Client(t)
 	var err error
 	if r.lib, err = rediscache.New(r.admin, rediscache.Options{}); err != nil {
@@ -334,10 +315,9 @@ func TestRunbook(t *testing.T) {
 	}
 	r.fill(r.staging, "dev-p1", "u-p")
 
-	be := backendtest.NewServer()
-	t.Cleanup(be.Close)
+	be := env.Backend
 	for _, name := range []string{"gatewayd-1", "gatewayd-2", "gatewayd-3"} {
-		r.replicas = append(r.replicas, startReplica(t, r.srv, be.URL(), name))
+		r.replicas = append(r.replicas, startReplica(t, env, name))
 	}
 	for _, id := range []string{"dev-1", "dev-2", "dev-3", "dev-4", "dev-5"} {
 		for _, rep := range r.replicas {

@@ -18,6 +18,7 @@ import (
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
@@ -73,6 +74,7 @@ type Env struct {
 	Layout   rediscache.Layout
 	Replicas []*Replica // the replicas started by NewEnv and NewReplica, by index
 	Checker  *Checker
+	env      *testenv.Env
 	cli      string // path of redis-cli
 	logs     *logBuffer
 	users    int // users created by NewSessions
@@ -100,10 +102,9 @@ func NewEnv(t *testing.T, opts Options) *Env {
 		Checker: NewChecker(t),
 		logs:    &logBuffer{},
 	}
-	e.Redis = redistest.Start(t, redistest.Options{Config: opts.RedisConfig})
+	e.env = testenv.New(t, testenv.Options{RedisConfig: opts.RedisConfig})
+	e.Redis, e.Backend = e.env.Redis, e.env.Backend
 	e.Admin = e.Redis.Client(t)
-	e.Backend = backendtest.NewServer()
-	t.Cleanup(e.Backend.Close)
 	var err error
 	e.Lib, err = rediscache.New(e.Admin, rediscache.Options{})
 	if err != nil {
@@ -133,41 +134,23 @@ func (e *Env) NewReplica() *Replica {
 	e.t.Helper()
 	t := e.t
 	r := &Replica{Index: len(e.Replicas), Name: fmt.Sprintf("replica-%d", len(e.Replicas))}
-	rdb := redis.NewClient(&redis.Options{Addr: e.Redis.Addr, ClientName: r.Name, ContextTimeoutEnabled: true})
-	l2, err := rediscache.New(rdb, rediscache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: e.Backend.URL(), Timeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Cache, err = tiered.New(tiered.Options{
-		Redis:        l2,
-		Backend:      be,
-		Local:        localcache.Options{TTL: L1TTL},
-		StaleBound:   staleBound,
-		FetchTimeout: time.Second,
-		Subscriber: rediscache.SubscriberOptions{
-			Name:              r.Name,
-			HeartbeatInterval: heartbeat,
-			HeartbeatTimeout:  heartbeatTimeout,
-		},
-		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", r.Name),
+	spec := e.env.Replica(r.Name)
+	spec.Backend.Timeout = 500 * time.Millisecond
+	r.Cache = testenv.Start(t, spec, func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
+		return tiered.New(tiered.Options{
+			Redis:        l2,
+			Backend:      be,
+			Local:        localcache.Options{TTL: L1TTL},
+			StaleBound:   staleBound,
+			FetchTimeout: time.Second,
+			Subscriber: rediscache.SubscriberOptions{
+				Name:              r.Name,
+				HeartbeatInterval: heartbeat,
+				HeartbeatTimeout:  heartbeatTimeout,
+			},
+			Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", r.Name),
+		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		r.Cache.Close()
-		be.CloseIdleConnections()
-		_ = rdb.Close()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := r.Cache.WaitSynced(ctx); err != nil {
-		t.Fatalf("%s: WaitSynced: %v", r.Name, err)
-	}
 	e.Replicas = append(e.Replicas, r)
 	return r
 }
