@@ -133,10 +133,12 @@
 // which knows) and PUBLISH of an unnumbered message; they return the error
 // all the same, and the caller retries until Redis holds the revocation.
 // A mark_revoked script that Redis refuses after revoke_user ran is
-// followed by DEL of its sessions (the user message is out already).
+// followed by DEL of its sessions, and the user message is published all
+// the same.
 //
-// A RevokeUser that fails part-way has published the user message and set
-// the marker but may have left some sessions active in Redis; it returns an
-// error, and the caller retries it (the index is kept, so a retry finds the
-// same sessions, and publishes the user message again).
+// A RevokeUser that fails part-way has set the marker and, unless that
+// failed too, published the user message, but may have left some sessions
+// active in Redis; it returns an error, and the caller retries it (the
+// index is kept, so a retry finds the same sessions, and publishes the user
+// message again).
 package rediscache

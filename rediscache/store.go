@@ -36,6 +36,12 @@ const (
 	// revokeBatch is how many sessions of one stripe RevokeSessions
 	// revokes and announces in one script.
 	revokeBatch = 64
+	// revokePipeline bounds the sessions of one pipeline of
+	// revoke_session scripts: two scripts keep Redis busy while the next
+	// pipeline is on its way, and no more messages than that go out at a
+	// time, so that subscribers are not handed thousands at once (which
+	// is what fan-out delays are made of).
+	revokePipeline = 2 * revokeBatch
 	// markBatch is how many sessions of one stripe RevokeUser marks
 	// revoked in one script, without announcing them: about half a
 	// millisecond of Redis time, far below the 50 ms a script may block
@@ -47,9 +53,8 @@ const (
 	// pipeline of marks would hold other lookups for milliseconds; two
 	// scripts keep Redis busy while the next pipeline is on its way.
 	markPipeline = 2 * markBatch
-	// pipelineSessions bounds the sessions of one pipeline of revocation
-	// scripts (or of fallback DELs), so that Options.CallTimeout bounds
-	// each pipeline with room to spare.
+	// pipelineSessions bounds the DELs of one pipeline of a fallback, so
+	// that Options.CallTimeout bounds each pipeline with room to spare.
 	pipelineSessions = 4096
 	// inlineIndex is the largest user index that revoke_user returns in
 	// its own atomic step; RevokeUser scans a larger one afterwards.
@@ -446,9 +451,9 @@ func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidat
 
 // RevokeSessions revokes each of ids as RevokeSession does, each with its
 // own numbered, logged and published message, but sends them together: the
-// ids of one stripe go up to 64 to a script, and the scripts in pipelines,
-// each pipeline bounded by Options.CallTimeout within ctx (and ended by a
-// WAIT with Options.WaitReplicas). It is the call for many revocations at
+// ids of one stripe go up to 64 to a script, and the scripts two to a
+// pipeline, each pipeline bounded by Options.CallTimeout within ctx (and
+// ended by a WAIT with Options.WaitReplicas). It is the call for many revocations at
 // once, such as the sessions of a leaked credential.
 //
 // msgs[i] is the message published for ids[i]. errs is nil when Redis holds
@@ -477,7 +482,7 @@ func (c *Cache) RevokeSessions(ctx context.Context, ids []string) (msgs []sessio
 	}
 	batches := c.stripeBatches(ids, valid, revokeBatch)
 	for len(batches) > 0 {
-		n := pipelineLen(batches, pipelineSessions)
+		n := pipelineLen(batches, revokePipeline)
 		pipeBatches := batches[:n]
 		batches = batches[n:]
 		calls := make([]scriptCall, len(pipeBatches))
@@ -700,6 +705,10 @@ type scriptCall struct {
 func (c *Cache) runScripts(ctx context.Context, s *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
+	if len(calls) == 1 && c.opts.WaitReplicas == 0 {
+		// No pipeline for one call: EVALSHA, then EVAL on NOSCRIPT.
+		return []*redis.Cmd{s.Run(cctx, c.rdb, calls[0].keys, calls[0].args...)}, nil
+	}
 	cmds := make([]*redis.Cmd, len(calls))
 	send := func(idx []int, run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) error {
 		pipe := c.rdb.Pipeline()
