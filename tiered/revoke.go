@@ -110,7 +110,11 @@ func (c *Cache) writeSync(ctx context.Context, j revokeJob) error {
 
 // revokeWorker writes the revocations this replica owes Redis (pending),
 // each until Redis holds it: at every wake-up it tries them all, and while
-// any fails it tries again after a backoff growing from 50 ms to 2 s. A
+// any fails it tries again after a backoff growing from 50 ms to 2 s. The
+// users owed are revoked one by one; the sessions owed go to Redis together
+// (rediscache's RevokeSessions: a script per 64 sessions of a stripe,
+// pipelined), so that a burst of revocations, such as the sessions of a
+// leaked credential, costs a few round trips rather than one each. A
 // revocation still failing RevokeRetryFor after it was first tried is
 // counted in RevokeFailures and logged at ERROR, once, and retried all the
 // same: while it fails, Redis may hold the session active (Redis refusing
@@ -164,14 +168,22 @@ func (c *Cache) revokeWorker() {
 			}
 		}
 		failed := false
-		var unreachable error // once Redis does not answer, the rest wait
-		for _, j := range jobs {
+		var unreachable error   // once Redis does not answer, the rest wait
+		var sessionErrs []error // of ids, written together after the users
+		for n, j := range jobs {
 			err := unreachable
-			if err == nil {
+			switch {
+			case err != nil:
+			case j.userID != "":
 				err = c.writeRevocation(c.ctx, j)
-				if held(err) {
-					err = nil
+			default:
+				if sessionErrs == nil {
+					sessionErrs = c.writeSessions(c.ctx, ids)
 				}
+				err = sessionErrs[n-len(users)]
+			}
+			if held(err) {
+				err = nil
 			}
 			if err == nil {
 				delete(failing, j)
@@ -235,8 +247,28 @@ func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	return err
 }
 
-// held reports whether err, from writeRevocation, leaves the revocation in
-// Redis.
+// writeSessions makes one attempt at revoking ids in Redis, together, and
+// forgets the debt of each that Redis now holds. It returns the error of
+// each id (nil when held).
+func (c *Cache) writeSessions(ctx context.Context, ids []string) []error {
+	_, errs := c.l2.RevokeSessions(ctx, ids)
+	out := make([]error, len(ids))
+	for i, id := range ids {
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
+		if held(err) {
+			c.stats.revocationsPublished.Add(1)
+			c.pending.done(id, "")
+		}
+		out[i] = err
+	}
+	return out
+}
+
+// held reports whether err, from writeRevocation or writeSessions, leaves
+// the revocation in Redis.
 func held(err error) bool { return err == nil || errors.Is(err, rediscache.ErrNotReplicated) }
 
 // maxFanout is the longest delay recorded as fan-out; anything longer is a
