@@ -162,8 +162,8 @@ return 1
 // apart.
 const luaRevokeHash = `
 local function revoke(key, ttl, nowS)
-  local h = redis.call('HMGET', key, 'status', 'revoked_at_ms')
-  if not (h[1] == 'revoked' and h[2] and string.match(h[2], '^%d+$')) then
+  local at = redis.call('HGET', key, 'revoked_at_ms')
+  if not (at and string.match(at, '^%d+$') and redis.call('HGET', key, 'status') == 'revoked') then
     redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', nowS)
   end
   if redis.call('PEXPIRE', key, ttl, 'GT') == 0 and redis.call('PTTL', key) == -1 then
@@ -181,25 +181,28 @@ end
 // returns the sequence number and the PUBLISH receiver count.
 //
 // The number is logged before it is published, so that a replica that
-// misses the message finds it in the log. Every 100th number of a stripe
-// trims its log to about maxlen entries (XTRIM MAXLEN ~), not every XADD:
-// Redis trims a stream by whole nodes of 100 entries
+// misses the message finds it in the log. Only every 100th number of a
+// stripe trims its log to about maxlen entries (XADD MAXLEN ~), not every
+// XADD: Redis trims a stream by whole nodes of 100 entries
 // (stream-node-max-entries), so a trim at each XADD mostly removes nothing
-// and cost about as much as the rest of the XADD. A log that did not exist (XADD
+// and cost about as much as the rest of the XADD. The scripts use only
+// commands that deploy/redis/gateway.acl grants, except SCARD and SSCAN
+// (see revokeUserScript). A log that did not exist (XADD
 // NOMKSTREAM declined) is created, and the counter and the log get their
-// TTL. The renewal of those TTLs is left to renewLog, once per script.
+// TTL; so does every 100th number. The renewal of those TTLs is left to
+// renew, once per script.
 const luaAnnounce = `
 local renewLog = false
 local function announce(seqKey, logKey, kind, id, stripe, channel, maxlen, now)
   local seq = redis.call('INCR', seqKey)
   local s = string.format('%d', seq)
   local at = string.format('%d', now)
-  if not redis.call('XADD', logKey, 'NOMKSTREAM', '*', kind, id, 'seq', s, 'at_ms', at) then
+  if seq % 100 == 0 then
+    redis.call('XADD', logKey, 'MAXLEN', '~', maxlen, '*', kind, id, 'seq', s, 'at_ms', at)
+    renewLog = true
+  elseif not redis.call('XADD', logKey, 'NOMKSTREAM', '*', kind, id, 'seq', s, 'at_ms', at) then
     redis.call('XADD', logKey, '*', kind, id, 'seq', s, 'at_ms', at)
     renewLog = true
-  end
-  if seq % 100 == 0 then
-    redis.call('XTRIM', logKey, 'MAXLEN', '~', maxlen)
   end
   local msg = '{"' .. kind .. '":"' .. id .. '","seq":' .. s .. ',"stripe":' .. stripe .. ',"at_ms":' .. at .. '}'
   return seq, redis.call('PUBLISH', channel, msg)
@@ -273,7 +276,10 @@ return #KEYS
 // here (SMEMBERS of 100,000 ids blocks Redis for tens of milliseconds): the
 // caller scans it afterwards, which finds the same sessions, since the
 // marker keeps new ones out of the index for the fill window. It announces
-// nothing: announceUserScript does, once the sessions are marked.
+// nothing: announceUserScript does, once the sessions are marked. SCARD
+// here and SSCAN in RevokeUser are the two commands the library sends
+// beyond those deploy/redis/gateway.acl granted before; where an ACL
+// refuses SCARD, the script reads the whole index inline, as it used to.
 //
 //	KEYS[1]  user sessions set
 //	KEYS[2]  user revoked_at_ms marker
@@ -284,9 +290,13 @@ return #KEYS
 // the index is larger than ARGV[2].
 var revokeUserScript = redis.NewScript(luaNow + `
 redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[1])
-local size = redis.call('SCARD', KEYS[1])
+local size = redis.pcall('SCARD', KEYS[1])
 local members = {}
-if size <= tonumber(ARGV[2]) then
+if type(size) ~= 'number' then
+  -- SCARD refused (an ACL that predates it): the whole index inline.
+  members = redis.call('SMEMBERS', KEYS[1])
+  size = #members
+elseif size <= tonumber(ARGV[2]) then
   members = redis.call('SMEMBERS', KEYS[1])
 end
 return {members, size}
