@@ -234,15 +234,15 @@ func isRefusal(err error) bool {
 // the error goes to the caller of Revoke, who decides (retrying it would
 // publish again every round while the new primary has no replica).
 func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
+	var m session.Invalidation
 	var err error
 	if j.userID != "" {
-		_, _, err = c.l2.RevokeUser(ctx, j.userID)
+		m, _, err = c.l2.RevokeUser(ctx, j.userID)
 	} else {
-		_, err = c.l2.RevokeSession(ctx, j.id)
+		m, err = c.l2.RevokeSession(ctx, j.id)
 	}
-	if err == nil || errors.Is(err, rediscache.ErrNotReplicated) {
-		c.stats.revocationsPublished.Add(1)
-		c.pending.done(j.id, j.userID)
+	if held(err) {
+		c.settled(j.id, j.userID, m.AtMS)
 	}
 	return err
 }
@@ -251,7 +251,7 @@ func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 // forgets the debt of each that Redis now holds. It returns the error of
 // each id (nil when held).
 func (c *Cache) writeSessions(ctx context.Context, ids []string) []error {
-	_, errs := c.l2.RevokeSessions(ctx, ids)
+	msgs, errs := c.l2.RevokeSessions(ctx, ids)
 	out := make([]error, len(ids))
 	for i, id := range ids {
 		var err error
@@ -259,12 +259,35 @@ func (c *Cache) writeSessions(ctx context.Context, ids []string) []error {
 			err = errs[i]
 		}
 		if held(err) {
-			c.stats.revocationsPublished.Add(1)
-			c.pending.done(id, "")
+			var atMS int64
+			if i < len(msgs) {
+				atMS = msgs[i].AtMS
+			}
+			c.settled(id, "", atMS)
 		}
 		out[i] = err
 	}
 	return out
+}
+
+// settled forgets the debt of a revocation that Redis now holds, after
+// applying it to L1 once more. A lookup that began after the revocation was
+// made here may have read Redis or the backend before the write: until now
+// the debt turned what it read into revoked, and until the revocation's
+// message arrives nothing else would, so L1 records it again here, after
+// that lookup's token (Fill rule 3). atMS is Redis's revocation time, or 0
+// when the reply did not carry one (this process's clock is used then).
+func (c *Cache) settled(id, userID string, atMS int64) {
+	if atMS == 0 {
+		atMS = c.nowMS()
+	}
+	if userID != "" {
+		c.l1.RevokeUser(userID, atMS)
+	} else {
+		c.revokeLocal(id, atMS)
+	}
+	c.stats.revocationsPublished.Add(1)
+	c.pending.done(id, userID)
 }
 
 // held reports whether err, from writeRevocation or writeSessions, leaves

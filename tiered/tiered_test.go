@@ -16,6 +16,7 @@ import (
 
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/toxitest"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -573,6 +574,62 @@ func TestOwnPendingRevocationHoldsAgainstActiveBackend(t *testing.T) {
 	}
 	blocker.let()
 	a.obs.wait(t, rec.DeviceSessionID, 5*time.Second)
+}
+
+// A lookup that began after this replica's own revocation, but read the
+// tiers before the revocation's Redis write, must not cache "active" once
+// the write has cleared the debt and before the revocation's message comes
+// back: the subscriber is cut off (its connection goes through a
+// blackholed proxy), so only what the write itself leaves in L1 can turn
+// the fill into revoked.
+func TestOwnRevocationHoldsBetweenWriteAndMessage(t *testing.T) {
+	for _, userWide := range []bool{false, true} {
+		t.Run(fmt.Sprintf("userWide=%v", userWide), func(t *testing.T) {
+			e := newEnv(t)
+			blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
+			defer blocker.let()
+			proxy := toxitest.Start(t, e.srv.Addr)
+			a := e.replica(t, "a", testHooks{}, func(o *Options) {
+				rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ContextTimeoutEnabled: true})
+				rdb.AddHook(blocker)
+				t.Cleanup(func() { rdb.Close() })
+				l2, err := rediscache.New(rdb, rediscache.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				o.Redis = l2
+				sub := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
+				t.Cleanup(func() { sub.Close() })
+				o.Subscriber.Client = sub
+			})
+			rec, _ := e.backend.NewSession("user-1")
+			applied := a.Stats().InvalidationsApplied
+			proxy.Blackhole()
+			defer proxy.Clear() // frees the connections it holds before the replica closes
+			blocker.armed.Store(true)
+			if userWide {
+				a.MarkAllRevokedForUser(rec.UserID)
+			} else {
+				a.MarkRevoked(rec.DeviceSessionID)
+			}
+			blocker.waitHeld(t)
+			tok := a.l1.Begin() // a lookup starts, and reads "active"
+			blocker.let()
+			deadline := time.Now().Add(5 * time.Second)
+			for a.Stats().RevocationsPending > 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the revocation was not written within 5s")
+				}
+				time.Sleep(time.Millisecond) // the worker has no hook
+			}
+			if n := a.Stats().InvalidationsApplied; n != applied {
+				t.Fatalf("%d messages applied through the blackholed channel, want none", n-applied)
+			}
+			if got := a.fillL1(ctx, tok, rec, false); got.Status != session.StatusRevoked {
+				t.Errorf("fill after the write, before the message = %v, want revoked", got.Status)
+			}
+		})
+	}
 }
 
 // While a replica's own user-wide revocation waits for Redis, a session
