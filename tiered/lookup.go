@@ -213,9 +213,14 @@ func (c *Cache) fillL1(ctx context.Context, tok localcache.Token, rec session.Re
 		return got
 	}
 	again := c.l1.Begin()
-	if now, err := c.l2.Get(ctx, rec.DeviceSessionID); err == nil {
-		got, _ = c.l1.Fill(again, c.ownRevocations(now, fresh))
+	now, err := c.l2.Get(ctx, rec.DeviceSessionID)
+	if err != nil {
+		if !errors.Is(err, session.ErrNotFound) {
+			c.stats.l2Errors.Add(1) // answered all the same; cached next time
+		}
+		return got
 	}
+	got, _ = c.l1.Fill(again, c.ownRevocations(now, fresh))
 	return got
 }
 

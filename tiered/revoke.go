@@ -347,7 +347,13 @@ func (c *Cache) keysChanged(ids []string) {
 			}
 			c.revokeLocal(id, at)
 			c.stats.handRevocations.Add(1)
+		case errors.Is(err, session.ErrNotFound):
+			c.l1.Invalidate(id) // deleted, expired or evicted: the next lookup asks the backend
 		default:
+			// Unreadable (Redis slow, down, or the record corrupt): the
+			// entry cannot be vouched for, so it goes.
+			c.stats.l2Errors.Add(1)
+			c.opts.Logger.Debug("session key changed and Redis not read; L1 entry dropped", "id", session.Redact(id), "err", err)
 			c.l1.Invalidate(id)
 		}
 	}

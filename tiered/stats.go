@@ -15,7 +15,7 @@ type Stats struct {
 	L1Distrusted  int64 // L1 "active" hits not served: channel unhealthy beyond StaleBound
 	NegativeHits  int64 // lookups answered by the unknown-id cache
 	L2Hits        int64 // lookups answered by Redis
-	L2Errors      int64 // Redis reads or fills that failed (down, slow, corrupt)
+	L2Errors      int64 // Redis reads or fills that failed (down, slow, corrupt), re-reads after a change included
 	BackendCalls  int64 // backend requests made (shared calls count once)
 	BackendErrors int64 // backend requests that failed (not counting unknown ids)
 	NotFound      int64 // backend answers "unknown id"
