@@ -159,6 +159,17 @@ func answered(cmd redis.Cmder) bool {
 
 // observe records cmd, which returned err, if it touches a session hash.
 func (h recorderHook) observe(cmd redis.Cmder, err error, call, ret time.Time) {
+	if ids, ok := h.revokedBatch(cmd.Args()); ok {
+		var rerr redis.Error
+		if err != nil && errors.As(err, &rerr) {
+			return
+		}
+		for _, id := range ids {
+			h.r.add(L2Op{Kind: L2Revoke, Session: id, Replica: h.replica,
+				Call: h.r.since(call), Return: h.r.since(ret), Unknown: err != nil})
+		}
+		return
+	}
 	op, ok := h.classify(cmd.Args())
 	if !ok {
 		return
@@ -218,6 +229,40 @@ func (h recorderHook) observe(cmd redis.Cmder, err error, call, ret time.Time) {
 		}
 	}
 	h.r.add(op)
+}
+
+// revokedBatch recognises the scripts that revoke several sessions: the
+// revoke_session script for n sessions (n session hashes, then the
+// stripe's counter and log) and mark_revoked (session hashes only, with the
+// TTL as its one argument). It returns their session ids.
+func (h recorderHook) revokedBatch(args []any) ([]string, bool) {
+	if len(args) < 4 {
+		return nil, false
+	}
+	name := strings.ToLower(fmt.Sprint(args[0]))
+	if name != "eval" && name != "evalsha" {
+		return nil, false
+	}
+	n, err := strconv.Atoi(fmt.Sprint(args[2]))
+	if err != nil || n < 1 || len(args) < 3+n {
+		return nil, false
+	}
+	keys, argv := args[3:3+n], args[3+n:]
+	var ids []string
+	for _, k := range keys {
+		id, ok := h.session(k)
+		if !ok {
+			break
+		}
+		ids = append(ids, id)
+	}
+	switch {
+	case len(ids) == n && len(argv) == 1: // mark_revoked
+		return ids, true
+	case len(ids) == n-2 && n > 3: // revoke_session of several sessions
+		return ids, true
+	}
+	return nil, false
 }
 
 // classify recognises the commands on session hashes from their arguments.
