@@ -107,15 +107,15 @@ func TestDoctorUnderShippedACL(t *testing.T) {
 				t.Errorf("doctor -role operator as operator: %s is %q, want ok", name, line)
 			}
 		}
-		if !strings.HasPrefix(lines["acl"], "ok acl: user operator may run the 36 commands of the operator role") ||
+		if !strings.HasPrefix(lines["acl"], "ok acl: user operator may run the 38 commands of the operator role") ||
 			!strings.Contains(lines["subscribers"], "gatewayd-1") {
-			t.Errorf("doctor -role operator: acl %q, subscribers %q; want operator's 36 commands and gatewayd-1", lines["acl"], lines["subscribers"])
+			t.Errorf("doctor -role operator: acl %q, subscribers %q; want operator's 38 commands and gatewayd-1", lines["acl"], lines["subscribers"])
 		}
 	})
 	t.Run("operator checks the gateway user", func(t *testing.T) {
 		code, lines := doctorLines(t, "-redis", operator, "-acl-user", "gateway")
-		if code != exitOK || !strings.HasPrefix(lines["acl"], "ok acl: user gateway may run the 27 commands of the gateway role") {
-			t.Errorf("doctor -acl-user gateway as operator: exit %d, acl %q; want 0 and the gateway role's 27 commands", code, lines["acl"])
+		if code != exitOK || !strings.HasPrefix(lines["acl"], "ok acl: user gateway may run the 29 commands of the gateway role") {
+			t.Errorf("doctor -acl-user gateway as operator: exit %d, acl %q; want 0 and the gateway role's 29 commands", code, lines["acl"])
 		}
 	})
 	t.Run("operator lacks nothing the gateway has", func(t *testing.T) {

@@ -81,6 +81,8 @@ var libraryCommands = []aclCommand{
 	{"PEXPIRE", []string{"PEXPIRE <session> 1000", "PEXPIRE <seq> 1000", "PEXPIRE <log> 1000"}},
 	{"SADD", []string{"SADD <user-sessions> x"}},
 	{"SMEMBERS", []string{"SMEMBERS <user-sessions>"}},
+	{"SCARD", []string{"SCARD <user-sessions>"}},
+	{"SSCAN", []string{"SSCAN <user-sessions> 0 COUNT 1000"}},
 	{"SET", []string{"SET <user-revoked> 1 PX 20000"}},
 	{"INCR", []string{"INCR <seq>"}},
 	{"XADD", []string{"XADD <log> MAXLEN ~ 10000 * session x seq 1 at_ms 1"}},

@@ -72,7 +72,7 @@ func TestDoctor(t *testing.T) {
 				"maxmemory-policy": "ok maxmemory-policy: noeviction",
 				"persistence":      "ok persistence: AOF on (appendonly yes)",
 				"tracking":         "ok tracking: CLIENT TRACKING accepted",
-				"acl":              "ok acl: user default may run the 27 commands of the gateway role",
+				"acl":              "ok acl: user default may run the 29 commands of the gateway role",
 				"seq/log keys":     "ok seq/log keys: the seq and log keys of all 1 stripe(s) exist",
 			},
 		},
@@ -110,7 +110,7 @@ func TestDoctor(t *testing.T) {
 			name: "ACL without tracking, DEL and HEXISTS", opts: redistest.Options{Config: safeConfig}, revoke: true, code: exitFailure,
 			user: "resetkeys ~session:* ~user:* ~session_invalidation:* resetchannels &session_invalidation -@all " +
 				"+ping +client|setname +client|id +hgetall +evalsha +eval +get +xrevrange +xrange +subscribe +wait +time +hget +hset +hdel " +
-				"+pttl +pexpire +sadd +smembers +set +incr +xadd +publish +exists +config|get +acl|whoami +acl|dryrun",
+				"+pttl +pexpire +sadd +smembers +scard +sscan +set +incr +xadd +publish +exists +config|get +acl|whoami +acl|dryrun",
 			want: map[string]string{
 				"acl":      "FAIL acl: user doctor lacks what the gateway role needs (ACL DRYRUN): commands CLIENT TRACKING, HEXISTS, DEL; fix: add to the user's ACL: +client|tracking +hexists +del ",
 				"tracking": "FAIL tracking: CLIENT TRACKING refused (the Redis user lacks a permission: NOPERM",

@@ -293,6 +293,8 @@ func TestACLProbes(t *testing.T) {
 			probe{user, []any{"XREVRANGE", "session_invalidation:log", "+", "-", "COUNT", "1"}, ""},
 			probe{user, []any{"PUBLISH", session.DefaultChannel, `{"session":"x"}`}, ""},
 			probe{user, []any{"EVAL", "return redis.call('HGET', KEYS[1], 'status')", "1", "session:x"}, ""},
+			probe{user, []any{"EVAL", "return redis.call('SCARD', KEYS[1])", "1", "user:u:sessions"}, ""},
+			probe{user, []any{"SSCAN", "user:u:sessions", "0", "COUNT", "1000"}, ""},
 			probe{user, []any{"DEL", "session:x"}, ""},
 		)
 	}
