@@ -81,8 +81,8 @@ type demoReplicaResult struct {
 	FanoutPush demoQuantiles `json:"fanout_push_us"`
 	// FanoutStats is tiered's own figure: from the Redis time in each
 	// message (millisecond precision) to its application here, one sample
-	// per message (a user revocation publishes one message for the user
-	// and one per session).
+	// per message (a user revocation publishes one message, the user's,
+	// whatever the number of sessions).
 	FanoutStats        demoQuantiles `json:"fanout_stats_us"`
 	RevocationsReached int           `json:"revocations_reached"`
 	// AcceptedInWindow counts requests accepted after the push began but
@@ -323,7 +323,7 @@ func (r *demoResult) writeTable(w io.Writer) {
 push -> applied: from the backend's revoke and the MarkRevoked call on one
   replica to this replica's subscriber applying the message (polled).
 publish -> applied: tiered.Stats, from the Redis time in each message (ms
-  precision) to its application; a user revocation sends 1 + one per session.
+  precision) to its application; a user revocation sends one message.
 wrongly accepted: accepted although the Lookup began after the revocation
   reached that replica (message applied, MarkRevoked returned there, or an
   earlier lookup there answered revoked).

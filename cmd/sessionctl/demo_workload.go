@@ -368,7 +368,7 @@ func (d *demoRun) revokeOnSchedule(ctx context.Context) {
 // applied the invalidation, recording when each did. A replica's applied
 // count going past its value before the push is the signal: revocations
 // are pushed one at a time, so the next message a replica applies is this
-// one's (for a user, the user message, which comes first).
+// one's (for a user, the user message, its only one).
 func (d *demoRun) revoke(ctx context.Context, t *demoTarget) {
 	replicas := d.env.replicas
 	base := make([]int64, len(replicas))

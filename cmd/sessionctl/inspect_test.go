@@ -38,6 +38,12 @@ func TestInspect(t *testing.T) {
 	if err != nil || devX.RevokedAtMS == nil {
 		t.Fatalf("Get(%q) = %+v, %v; want revoked", "dev-x", devX, err)
 	}
+	// The marker is set first and the user message stamped when it is
+	// published, after the marks: its at_ms may be a few ms later.
+	marker, err := e.rdb.Get(ctx, "user:u-8:revoked_at_ms").Int64()
+	if err != nil || marker > userRev.AtMS {
+		t.Fatalf("user:u-8:revoked_at_ms = %d, %v; want the marker time, at most the message's at_ms %d", marker, err, userRev.AtMS)
+	}
 
 	tests := []struct {
 		name     string
@@ -71,7 +77,7 @@ func TestInspect(t *testing.T) {
 		}, ""},
 		{"user revoked", "dev-x", exitOK, []string{
 			"status        revoked since " + fmtMS(*devX.RevokedAtMS),
-			"user revoked  " + fmtMS(userRev.AtMS) + " (",
+			"user revoked  " + fmtMS(marker) + " (",
 			"user:u-8:revoked_at_ms",
 		}, ""},
 		{"missing", "nope-1", exitFailure, []string{"status        not found"}, "session nope-1 not found in Redis"},

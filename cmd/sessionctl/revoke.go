@@ -17,12 +17,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/backend"
+	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
 func init() {
 	register("revoke", "revoke one session: write revoked in Redis, then publish", runRevoke)
-	register("revoke-user", "revoke every session of a user: marker and user message, then each session", runRevokeUser)
+	register("revoke-user", "revoke every session of a user: marker, sessions marked, then one user message", runRevokeUser)
 }
 
 // revokeReport is what revoke and revoke-user print.
@@ -31,8 +32,9 @@ type revokeReport struct {
 	User    string          `json:"user,omitempty"`
 	Channel string          `json:"channel"`
 	Message json.RawMessage `json:"message,omitempty"` // the user or session message, as published
-	// Sessions are the sessions revoke-user revoked (one message each),
-	// sorted, all of them (the text lists -limit).
+	// Sessions are the sessions revoke-user marked revoked (no message
+	// of their own: the user message covers them), sorted, all of them
+	// (the text lists -limit).
 	Sessions []string `json:"sessions,omitempty"`
 	// Published counts the messages published; NoReceivers those that no
 	// subscriber received (PUBLISH returned 0). On a cluster PUBLISH counts
@@ -156,14 +158,18 @@ revoked session publishes again.`+afterHelp, revokeExitCodesHelp)
 			`Revokes every session of a user exactly as the library does (rediscache
 RevokeUser), in this order:
   1. one Lua script sets the user's revocation marker (refusing fills of the
-     user for -fill-window), reads the user's index and publishes the user
-     message;
-  2. then each session of the index is revoked as revoke does: status
-     revoked, then its own message.
+     user for -fill-window) and reads the user's index (up to 1,000
+     sessions; a larger index is then read with SSCAN);
+  2. each session of the index is marked revoked as revoke does (status
+     revoked, TTL at least -session-ttl), up to 128 to a script, without a
+     message of its own;
+  3. then one script numbers, logs and publishes the user message: one
+     message however many sessions the user has. Its at_ms is the time it
+     was published, a few milliseconds after the marker's.
 It prints the revoked sessions (up to -limit). A user with no session in
 its index is reported (a misspelled id?) with exit status 1, after the
-marker and the user message. Progress goes to stderr when it is a terminal
-or with -progress. Safe to repeat after a failure.`+afterHelp, revokeExitCodesHelp)
+marker and the user message. Progress (sessions marked) goes to stderr when
+it is a terminal or with -progress. Safe to repeat after a failure.`+afterHelp, revokeExitCodesHelp)
 	}
 	pos, code := parseArgs(fs, args, stderr)
 	if code >= 0 {
@@ -209,12 +215,12 @@ or with -progress. Safe to repeat after a failure.`+afterHelp, revokeExitCodesHe
 		rep.User = id
 		prog := newProgress(*progress || isTerminal(stderr), stderr, "revoked", "sessions", 0, revokeProgressEvery, time.Now)
 		if prog != nil {
-			// SMEMBERS, not SCARD: the operator ACL user may run the one,
-			// not the other. Without the count, progress has no total.
-			if ids, err := rdb.SMembers(ctx, c.Layout().UserSessionsKey(id)).Result(); err == nil {
-				prog.setTotal(int64(len(ids)))
+			// Without the count (an ACL that refuses SCARD), progress
+			// has no total.
+			if n, err := rdb.SCard(ctx, c.Layout().UserSessionsKey(id)).Result(); err == nil {
+				prog.setTotal(n)
 			}
-			rdb.AddHook(revokeCounter{prog})
+			rdb.AddHook(revokeCounter{prog: prog, layout: c.Layout()})
 		}
 		m, rep.Sessions, revErr = c.RevokeUser(ctx, id)
 		prog.finish()
@@ -320,27 +326,74 @@ func heardBy(r revokeReport) string {
 	return "no subscriber received it"
 }
 
-// revokeCounter is a go-redis hook that feeds revoke-user's progress: the
-// library revokes a user's sessions in pipelines of EVAL, one per session,
-// so each EVAL a pipeline ran is a session done.
-type revokeCounter struct{ prog *progress }
+// revokeCounter is a go-redis hook that feeds revoke-user's progress with
+// the sessions marked revoked. The library marks a user's sessions with
+// scripts whose keys are session hashes only (mark_revoked, up to 128
+// sessions a script), most in pipelines of EVALSHA and a single one
+// without a pipeline, and sends EVAL again after NOSCRIPT; its other
+// scripts (the marker and index read, the user message) name no session
+// key. So each such script Redis ran without error is as many sessions
+// done as it has keys.
+type revokeCounter struct {
+	prog   *progress
+	layout rediscache.Layout // tells session hash keys from the others
+}
 
 func (revokeCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (revokeCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h revokeCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.prog.add(h.marked(cmd))
+		return err
+	}
+}
 
 func (h revokeCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		var n int64
 		for _, c := range cmds {
-			if c.Name() == "eval" {
-				n++
-			}
+			n += h.marked(c)
 		}
 		h.prog.add(n)
 		return err
 	}
+}
+
+// marked returns the sessions a command marked revoked: the number of keys
+// of an EVAL or EVALSHA that succeeded and names session hashes only, else
+// 0.
+func (h revokeCounter) marked(cmd redis.Cmder) int64 {
+	if name := cmd.Name(); (name != "eval" && name != "evalsha") || cmd.Err() != nil {
+		return 0
+	}
+	args := cmd.Args() // eval, script or sha, numkeys, keys..., args...
+	if len(args) < 3 {
+		return 0
+	}
+	var n int
+	switch v := args[2].(type) {
+	case int:
+		n = v
+	case int64:
+		n = int(v)
+	default:
+		return 0
+	}
+	if n <= 0 || len(args) < 3+n {
+		return 0
+	}
+	for _, k := range args[3 : 3+n] {
+		key, ok := k.(string)
+		if !ok {
+			return 0
+		}
+		if _, ok := h.layout.SessionIDOfKey(key); !ok {
+			return 0
+		}
+	}
+	return int64(n)
 }
 
 // checkBackend asks the backend about each revoked session, at most
@@ -453,7 +506,7 @@ func printRevoke(w io.Writer, r revokeReport, limit int) {
 	case r.Session != "" && r.Message != nil:
 		fmt.Fprintf(w, "revoked session %s\n", r.Session)
 	case r.User != "" && r.Message != nil:
-		fmt.Fprintf(w, "revoked user %s: marker set and user message published, then %d session(s) revoked\n", r.User, len(r.Sessions))
+		fmt.Fprintf(w, "revoked user %s: marker set, then %d session(s) revoked, then the user message published\n", r.User, len(r.Sessions))
 		shown := r.Sessions
 		if limit > 0 && len(shown) > limit {
 			shown = shown[:limit]
@@ -469,7 +522,7 @@ func printRevoke(w io.Writer, r revokeReport, limit int) {
 		fmt.Fprintf(w, "published on %s: %s\n", r.Channel, r.Message)
 	}
 	if r.Published > 1 {
-		fmt.Fprintf(w, "published %d messages in all (the user message and one per session)\n", r.Published)
+		fmt.Fprintf(w, "published %d messages in all\n", r.Published)
 	}
 	switch {
 	case r.Published == 0:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,8 +123,8 @@ func TestRevokeWritesAndPublishes(t *testing.T) {
 }
 
 // TestRevokeUserWritesAndPublishes checks that revoke-user sets the user's
-// marker, revokes every indexed session and publishes the user message and
-// one message per session.
+// marker, revokes every indexed session and publishes one message, the
+// user message, however many sessions the user has.
 func TestRevokeUserWritesAndPublishes(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEnv(t, rediscache.Options{})
@@ -149,18 +150,18 @@ func TestRevokeUserWritesAndPublishes(t *testing.T) {
 	if m, err := session.ParseInvalidation([]byte(first)); err != nil || m.UserID != "u-7" {
 		t.Errorf("first message %q (%v), want the user message for u-7", first, err)
 	}
-	var published []string
-	for range ids {
-		m, err := session.ParseInvalidation([]byte(nextMessage(t, ps)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		published = append(published, m.SessionID)
+	// Nothing followed the user message: a message published now is the
+	// next one the subscriber receives.
+	const after = `{"session":"dev-after"}`
+	if err := e.rdb.Publish(ctx, session.DefaultChannel, after).Err(); err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(published)
+	if next := nextMessage(t, ps); next != after {
+		t.Errorf("after the user message the subscriber received %s, want no other message of revoke-user (next: %s)", next, after)
+	}
 	slices.Sort(rep.Sessions)
-	if !slices.Equal(published, ids) || !slices.Equal(rep.Sessions, ids) || rep.Published != 4 {
-		t.Errorf("revoke-user: published sessions %v, reported %v (%d messages); want %v and 4", published, rep.Sessions, rep.Published, ids)
+	if !slices.Equal(rep.Sessions, ids) || rep.Published != 1 {
+		t.Errorf("revoke-user: reported sessions %v (%d messages); want %v and 1", rep.Sessions, rep.Published, ids)
 	}
 	for _, id := range ids {
 		if rec, err := e.cache.Get(ctx, id); err != nil || rec.Status != session.StatusRevoked {
@@ -176,10 +177,13 @@ func TestRevokeUserWritesAndPublishes(t *testing.T) {
 
 	t.Run("text", func(t *testing.T) {
 		code, stdout, _ := runCmd(t, "revoke-user", "-redis", e.url, "u-7")
-		for _, want := range []string{"revoked user u-7: marker set and user message published, then 3 session(s) revoked\n", "  dev-b\n", `published on session_invalidation: {"user":"u-7","seq":`, "published 4 messages in all"} {
+		for _, want := range []string{"revoked user u-7: marker set, then 3 session(s) revoked, then the user message published\n", "  dev-b\n", `published on session_invalidation: {"user":"u-7","seq":`} {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("revoke-user (exit %d) stdout does not contain %q:\n%s", code, want, stdout)
 			}
+		}
+		if strings.Contains(stdout, "messages in all") {
+			t.Errorf("revoke-user (exit %d) stdout counts more than one message:\n%s", code, stdout)
 		}
 	})
 }
@@ -465,7 +469,7 @@ func TestRevokeUserOfAnUnknownUser(t *testing.T) {
 	if code != exitFailure || stderr != want {
 		t.Errorf("revoke-user user-alcie: exit %d, stderr %q; want %d and %q", code, stderr, exitFailure, want)
 	}
-	if !strings.Contains(stdout, "revoked user user-alcie: marker set and user message published, then 0 session(s) revoked\n") {
+	if !strings.Contains(stdout, "revoked user user-alcie: marker set, then 0 session(s) revoked, then the user message published\n") {
 		t.Errorf("revoke-user user-alcie stdout:\n%s", stdout)
 	}
 	code, stdout, _ = runCmd(t, "revoke-user", "-json", "-redis", e.url, "user-alcie")
@@ -476,8 +480,10 @@ func TestRevokeUserOfAnUnknownUser(t *testing.T) {
 }
 
 // TestRevokeUserProgressAndLimit checks revoke-user's progress on stderr
-// (n of the index, elapsed, ETA) with -progress, run as the operator user
-// of the shipped ACL file, and that the text lists -limit sessions.
+// (sessions marked of the index, elapsed, ETA) with -progress, run as the
+// operator user of the shipped ACL file, and that the text lists -limit
+// sessions. The index is larger than the library reads inline, so it is
+// scanned, and its sessions are marked in pipelines of at most 256.
 func TestRevokeUserProgressAndLimit(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv(backendEnv, "")
@@ -516,12 +522,18 @@ func TestRevokeUserProgressAndLimit(t *testing.T) {
 	if len(progress) != 3 {
 		t.Fatalf("revoke-user -progress printed %d progress lines, want 3 (1000s crossed twice, then the end); stderr:\n%s", len(progress), stderr)
 	}
-	for i, want := range []struct{ done, pct string }{{"1024", "40"}, {"2048", "81"}, {"2500", "100"}} {
-		if got := progress[i]; got[1] != want.done || got[2] != want.pct || (got[3] == "") != (i == 2) {
-			t.Errorf("progress line %d = %q, want %s sessions, %s%%, and an ETA unless it is the last", i, got[0], want.done, want.pct)
+	// A line as the count crosses 1000 and 2000, at most one pipeline
+	// (256 sessions) later, and the last one at 2500.
+	for i, want := range []struct{ from, below int }{{1000, 1000 + 256}, {2000, 2000 + 256}, {2500, 2501}} {
+		got := progress[i]
+		done, _ := strconv.Atoi(got[1])
+		pct, _ := strconv.Atoi(got[2])
+		if done < want.from || done >= want.below || pct != done*100/n || (got[3] == "") != (i == 2) {
+			t.Errorf("progress line %d = %q, want %d to %d sessions, their percentage of %d, and an ETA unless it is the last",
+				i, got[0], want.from, want.below-1, n)
 		}
 	}
-	for _, want := range []string{"then 2500 session(s) revoked\n  dev-0000\n  dev-0001\n  dev-0002\n  … and 2497 more (-limit 0 lists them all)\n"} {
+	for _, want := range []string{"then 2500 session(s) revoked, then the user message published\n  dev-0000\n  dev-0001\n  dev-0002\n  … and 2497 more (-limit 0 lists them all)\n"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("revoke-user -limit 3 stdout lacks %q:\n%s", want, stdout)
 		}
@@ -552,5 +564,41 @@ func TestRevokeErrorNamesTheTypedID(t *testing.T) {
 	}
 	if !strings.Contains(stderr, id) {
 		t.Errorf("revoke -json: stderr %q, want the error line with the full id", stderr)
+	}
+}
+
+// TestRevokeCounterCountsMarkedSessions checks what revoke-user's progress
+// hook counts: the keys of a script that succeeded on session hashes only
+// (mark_revoked, EVALSHA or EVAL), and nothing for the user's other
+// scripts, a failed script or another command.
+func TestRevokeCounterCountsMarkedSessions(t *testing.T) {
+	ctx := context.Background()
+	l, err := rediscache.NewLayout("", session.DefaultChannel, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := revokeCounter{layout: l}
+	const sha = "0000000000000000000000000000000000000000"
+	failed := redis.NewCmd(ctx, "evalsha", sha, 2, l.SessionKey("dev-a"), l.SessionKey("dev-b"), 1000)
+	failed.SetErr(errors.New("NOSCRIPT No matching script"))
+	tests := []struct {
+		name string
+		cmd  redis.Cmder
+		want int64
+	}{
+		{"mark_revoked by EVALSHA", redis.NewCmd(ctx, "evalsha", sha, 2, l.SessionKey("dev-a"), l.SessionKey("dev-b"), 1000), 2},
+		{"mark_revoked by EVAL", redis.NewCmd(ctx, "eval", "return 0", 1, l.SessionKey("dev-c"), 1000), 1},
+		{"failed", failed, 0},
+		{"revoke_user", redis.NewCmd(ctx, "evalsha", sha, 2, l.UserSessionsKey("u-7"), l.UserRevokedKey("u-7"), 20000, 1000), 0},
+		{"announce_user", redis.NewCmd(ctx, "evalsha", sha, 2, l.SeqKey(3), l.LogKey(3), "u-7", 3), 0},
+		{"a session and another key", redis.NewCmd(ctx, "evalsha", sha, 2, l.SessionKey("dev-a"), l.SeqKey(3), 1000), 0},
+		{"another command", redis.NewCmd(ctx, "hgetall", l.SessionKey("dev-a")), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := h.marked(tt.cmd); got != tt.want {
+				t.Errorf("marked(%v) = %d, want %d", tt.cmd.Args(), got, tt.want)
+			}
+		})
 	}
 }
