@@ -537,10 +537,11 @@ func (h *revokeBlocker) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return next
 }
 
-// blockedReplica starts a replica whose revocation writes blocker holds.
-func (e *env) blockedReplica(t *testing.T, name string, blocker *revokeBlocker) *replica {
+// blockedReplica starts a replica whose revocation writes blocker holds,
+// with edit applied to its options after that.
+func (e *env) blockedReplica(t *testing.T, name string, blocker *revokeBlocker, edit ...func(*Options)) *replica {
 	t.Helper()
-	return e.replica(t, name, testHooks{}, func(o *Options) {
+	blocked := func(o *Options) {
 		rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ContextTimeoutEnabled: true})
 		rdb.AddHook(blocker)
 		t.Cleanup(func() { rdb.Close() })
@@ -549,7 +550,8 @@ func (e *env) blockedReplica(t *testing.T, name string, blocker *revokeBlocker) 
 			t.Fatal(err)
 		}
 		o.Redis = l2
-	})
+	}
+	return e.replica(t, name, testHooks{}, append([]func(*Options){blocked}, edit...)...)
 }
 
 // A replica's own revocation of a session holds while its Redis write is
@@ -589,15 +591,7 @@ func TestOwnRevocationHoldsBetweenWriteAndMessage(t *testing.T) {
 			blocker := &revokeBlocker{held: make(chan struct{}), release: make(chan struct{})}
 			defer blocker.let()
 			proxy := toxitest.Start(t, e.srv.Addr)
-			a := e.replica(t, "a", testHooks{}, func(o *Options) {
-				rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr, ContextTimeoutEnabled: true})
-				rdb.AddHook(blocker)
-				t.Cleanup(func() { rdb.Close() })
-				l2, err := rediscache.New(rdb, rediscache.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				o.Redis = l2
+			a := e.blockedReplica(t, "a", blocker, func(o *Options) {
 				sub := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
 				t.Cleanup(func() { sub.Close() })
 				o.Subscriber.Client = sub
