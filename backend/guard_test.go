@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/galaxy-game/sessioncache/internal/fakeclock"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -68,28 +69,6 @@ func answerNotFound(string) (session.Record, error) {
 }
 func answerUnavailable(string) (session.Record, error) { return session.Record{}, errUnavailable }
 
-// fakeClock is a GuardOptions.Now that moves only when Advance moves it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func newTestGuard(t *testing.T, f Fetcher, opts GuardOptions) *Guard {
 	t.Helper()
 	g, err := NewGuard(f, opts)
@@ -100,7 +79,7 @@ func newTestGuard(t *testing.T, f Fetcher, opts GuardOptions) *Guard {
 }
 
 func TestGuardBreakerOpensAndStopsCalls(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	f := &fakeFetcher{answer: answerUnavailable}
 	g := newTestGuard(t, f, GuardOptions{Failures: 5, OpenTimeout: time.Second, Rate: 1e6, Now: clock.Now})
 	ctx := context.Background()
@@ -142,7 +121,7 @@ func TestGuardBreakerOpensAndStopsCalls(t *testing.T) {
 }
 
 func TestGuardFailedProbeReopens(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	f := &fakeFetcher{answer: answerUnavailable}
 	g := newTestGuard(t, f, GuardOptions{Failures: 2, OpenTimeout: 100 * time.Millisecond, Rate: 1e6, Now: clock.Now})
 	ctx := context.Background()
@@ -182,7 +161,7 @@ func TestGuardFailedProbeReopens(t *testing.T) {
 // nothing.
 func TestGuardHalfOpenProbes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		clock := newFakeClock()
+		clock := fakeclock.New()
 		f := &fakeFetcher{answer: answerUnavailable}
 		g := newTestGuard(t, f, GuardOptions{Failures: 1, OpenTimeout: time.Second, Rate: 1e6, Now: clock.Now})
 		ctx := context.Background()
@@ -255,7 +234,7 @@ func TestGuardHalfOpenProbes(t *testing.T) {
 // caller and counts for the breaker as a failure.
 func TestGuardPanicCountsAsFailure(t *testing.T) {
 	f := &fakeFetcher{answer: func(string) (session.Record, error) { panic("backend bug") }}
-	g := newTestGuard(t, f, GuardOptions{Failures: 1, Rate: 1e6, Now: newFakeClock().Now})
+	g := newTestGuard(t, f, GuardOptions{Failures: 1, Rate: 1e6, Now: fakeclock.New().Now})
 	func() {
 		defer func() {
 			if r := recover(); r != "backend bug" {
@@ -320,7 +299,7 @@ func TestGuardCancellationNeverTrips(t *testing.T) {
 }
 
 func TestGuardRateLimit(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	f := &fakeFetcher{answer: answerActive}
 	g := newTestGuard(t, f, GuardOptions{Rate: 10, Burst: 5, Now: clock.Now})
 	ctx := context.Background()

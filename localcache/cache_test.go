@@ -7,35 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/galaxy-game/sessioncache/internal/fakeclock"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/session"
 )
-
-// fakeClock is a settable clock, safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 11, 29, 12, 0, 0, 0, time.UTC)}
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-}
 
 // keyFor returns a valid public key derived from s.
 func keyFor(s string) string {
@@ -143,7 +121,7 @@ func TestDefaultSize(t *testing.T) {
 }
 
 func TestDefaultTTL(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{Now: clk.Now})
 	r := active("dev-1", "u-1")
 	fill(t, c, r)
@@ -184,7 +162,7 @@ func TestLRUBoundAndEvictionOrder(t *testing.T) {
 }
 
 func TestTTLExpiry(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{TTL: 10 * time.Second, Now: clk.Now})
 	r := active("dev-1", "u-1")
 	fill(t, c, r)
@@ -209,7 +187,7 @@ func TestTTLExpiry(t *testing.T) {
 }
 
 func TestRevokedServedUntilExpiry(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{TTL: 10 * time.Second, Now: clk.Now})
 	fill(t, c, active("dev-1", "u-1"))
 	clk.Advance(4 * time.Second)
@@ -287,7 +265,7 @@ func TestRevokeUserWithTime(t *testing.T) {
 }
 
 func TestRevokeUserRemovesExpired(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{TTL: time.Second, Now: clk.Now})
 	fill(t, c, active("a-1", "u-a"))
 	clk.Advance(time.Second)
@@ -406,7 +384,7 @@ func TestDropActive(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{Size: 2, TTL: time.Second, Now: clk.Now})
 	old := c.Begin()
 	c.Revoke("x-1", 0)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/galaxy-game/sessioncache/internal/fakeclock"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -378,7 +379,7 @@ func TestFillRules(t *testing.T) {
 // expired revoked entry no longer blocks an active fill (rule 6 applies to
 // live entries only).
 func TestFillExpiry(t *testing.T) {
-	clk := newFakeClock()
+	clk := fakeclock.New()
 	c := newCache(t, localcache.Options{TTL: time.Minute, Now: clk.Now})
 	a := active("dev-1", "u-1")
 	fill(t, c, revoked("dev-1", "u-1", 1))

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/galaxy-game/sessioncache/internal/fakeclock"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/toxitest"
 	"github.com/galaxy-game/sessioncache/session"
@@ -804,29 +805,6 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 	}
 }
 
-// fakeClock is a SubscriberOptions.Now that moves only when Advance moves
-// it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // TestSubscriberHeartbeatFollowsClock runs a subscriber on a clock that
 // moves only when the test moves it: a probe goes out only when that clock
 // says one is due, and the times the subscriber reports are that clock's.
@@ -835,7 +813,7 @@ func TestSubscriberHeartbeatFollowsClock(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
 	c := subCache(t, rdb, Options{})
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: interval, HeartbeatTimeout: time.Second, Now: clock.Now}, nil)
 	if ev := h.expectEvent(t, EventSynced, ReasonStart); !ev.At.Equal(clock.Now()) {
 		t.Errorf("EventSynced.At = %v, want the clock's %v", ev.At, clock.Now())
