@@ -211,11 +211,7 @@ func TestRevokeUserMarksRefused(t *testing.T) {
 			t.Fatalf("RevokeUser with marks refused = %d ids, %v; want none and an OOM error", len(revoked), err)
 		}
 		receiveAll(t, ps, []session.Invalidation{m})
-		for _, id := range ids {
-			if n := r.rdb.Exists(ctx, l.SessionKey(id)).Val(); n != 0 {
-				t.Fatalf("EXISTS %s after the refused mark = %d, want 0 (deleted)", l.SessionKey(id), n)
-			}
-		}
+		wantDeleted(t, r.rdb, l, ids, "after the refused mark")
 		if got := c.Stats(); got.Fallbacks == 0 || got.RevokeErrors != uint64(len(ids)) {
 			t.Errorf("Stats() = %+v, want Fallbacks > 0, RevokeErrors %d", got, len(ids))
 		}
@@ -224,11 +220,7 @@ func TestRevokeUserMarksRefused(t *testing.T) {
 		if _, revoked, err := c.RevokeUser(ctx, "user-7"); err != nil || len(revoked) != len(ids) {
 			t.Fatalf("RevokeUser retried = %d ids, %v; want %d, nil", len(revoked), err, len(ids))
 		}
-		for _, id := range ids {
-			if got, err := c.Get(ctx, id); err != nil || got.Status != session.StatusRevoked {
-				t.Fatalf("Get(%q) after the retry = %s, %v; want revoked", id, fmtRecord(got), err)
-			}
-		}
+		wantRevoked(t, c, ids, "after the retry")
 	})
 }
 
@@ -309,22 +301,16 @@ func TestRevokeSessionsRefused(t *testing.T) {
 			if errs == nil || errs[i] == nil || !strings.Contains(errs[i].Error(), "OOM") {
 				t.Fatalf("RevokeSessions refused: error for %q = %v, want OOM", id, errs)
 			}
-			if n := r.rdb.Exists(ctx, l.SessionKey(id)).Val(); n != 0 {
-				t.Fatalf("EXISTS %s = %d, want 0 (deleted)", l.SessionKey(id), n)
-			}
 			unnumbered = append(unnumbered, session.Invalidation{SessionID: id})
 		}
+		wantDeleted(t, r.rdb, l, ids, "after the refused revocations")
 		receiveAll(t, ps, unnumbered)
 
 		h.set("")
 		if _, errs := c.RevokeSessions(ctx, ids); errs != nil {
 			t.Fatalf("RevokeSessions retried: %v", errs)
 		}
-		for _, id := range ids {
-			if got, err := c.Get(ctx, id); err != nil || got.Status != session.StatusRevoked {
-				t.Fatalf("Get(%q) after the retry = %s, %v; want revoked", id, fmtRecord(got), err)
-			}
-		}
+		wantRevoked(t, c, ids, "after the retry")
 	})
 }
 
@@ -590,4 +576,24 @@ func scriptMicros(tb testing.TB, rdb *redis.Client) float64 {
 		}
 	}
 	return total
+}
+
+// wantRevoked fails t unless Get answers revoked for every id.
+func wantRevoked(t *testing.T, c *Cache, ids []string, when string) {
+	t.Helper()
+	for _, id := range ids {
+		if got, err := c.Get(context.Background(), id); err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("Get(%q) %s = %s, %v; want revoked", id, when, fmtRecord(got), err)
+		}
+	}
+}
+
+// wantDeleted fails t unless no id has a session hash in Redis.
+func wantDeleted(t *testing.T, rdb *redis.Client, l Layout, ids []string, when string) {
+	t.Helper()
+	for _, id := range ids {
+		if n := rdb.Exists(context.Background(), l.SessionKey(id)).Val(); n != 0 {
+			t.Fatalf("EXISTS %s %s = %d, want 0 (deleted)", l.SessionKey(id), when, n)
+		}
+	}
 }
