@@ -427,16 +427,8 @@ func (c *Cache) RevokeSession(ctx context.Context, id string) (session.Invalidat
 	ids := []string{id}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	var cmd, wait *redis.Cmd
-	if c.opts.WaitReplicas > 0 {
-		// The WAIT must follow the write on its connection: one pipeline.
-		pipe := c.rdb.Pipeline()
-		cmd = c.revokeSessionsCmd(cctx, pipe, ids, revokeSessionScript.Eval)
-		wait = c.waitCmd(cctx, pipe)
-		_, _ = pipe.Exec(cctx) // errors are read per command below
-	} else {
-		cmd = c.revokeSessionsCmd(cctx, c.rdb, ids, revokeSessionScript.Run)
-	}
+	call := c.revokeSessionsCall(ids)
+	cmd, wait := c.runWaited(cctx, revokeSessionScript, call.keys, call.args...)
 	res, err := cmd.Int64Slice()
 	ms, err := c.sessionsRevoked(ids, res, err)
 	if err != nil {
@@ -661,6 +653,22 @@ func (c *Cache) publishUnnumbered(ctx context.Context, msgs []session.Invalidati
 	return nil
 }
 
+// runWaited runs script. With Options.WaitReplicas it sends the script
+// (as EVAL: a pipeline cannot fall back after NOSCRIPT) and a WAIT in one
+// pipeline, since the WAIT must follow the write on its connection, and
+// returns the WAIT's reply too; otherwise wait is nil. Errors are read
+// from the commands.
+func (c *Cache) runWaited(ctx context.Context, script *redis.Script, keys []string, args ...any) (cmd, wait *redis.Cmd) {
+	if c.opts.WaitReplicas == 0 {
+		return script.Run(ctx, c.rdb, keys, args...), nil
+	}
+	pipe := c.rdb.Pipeline()
+	cmd = script.Eval(ctx, pipe, keys, args...)
+	wait = c.waitCmd(ctx, pipe)
+	_, _ = pipe.Exec(ctx)
+	return cmd, wait
+}
+
 // waitCmd queues WAIT WaitReplicas WaitTimeout on pipe.
 func (c *Cache) waitCmd(ctx context.Context, pipe redis.Pipeliner) *redis.Cmd {
 	return pipe.Do(ctx, "WAIT", c.opts.WaitReplicas, c.opts.WaitTimeout.Milliseconds())
@@ -741,14 +749,6 @@ func (c *Cache) runScripts(ctx context.Context, s *redis.Script, calls []scriptC
 	return cmds, notReplicated
 }
 
-// revokeSessionsCmd runs the revoke_session script for ids, which share a
-// stripe, with run, which is Script.Run or Script.Eval.
-func (c *Cache) revokeSessionsCmd(ctx context.Context, s redis.Scripter, ids []string,
-	run func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) *redis.Cmd {
-	call := c.revokeSessionsCall(ids)
-	return run(ctx, s, call.keys, call.args...)
-}
-
 // revokeSessionsCall returns the keys and arguments of revoke_session for
 // ids, which share a stripe.
 func (c *Cache) revokeSessionsCall(ids []string) scriptCall {
@@ -817,15 +817,7 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalida
 	keys := []string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)}
 	args := []any{(2 * c.opts.FillWindow).Milliseconds(), inlineIndex}
 	cctx, cancel := c.call(ctx)
-	var cmd, wait *redis.Cmd
-	if c.opts.WaitReplicas > 0 {
-		pipe := c.rdb.Pipeline()
-		cmd = revokeUserScript.Eval(cctx, pipe, keys, args...)
-		wait = c.waitCmd(cctx, pipe)
-		_, _ = pipe.Exec(cctx) // errors are read per command below
-	} else {
-		cmd = revokeUserScript.Run(cctx, c.rdb, keys, args...)
-	}
+	cmd, wait := c.runWaited(cctx, revokeUserScript, keys, args...)
 	res, err := cmd.Slice()
 	cancel()
 	ids, size, err := userIndex(res, err)
@@ -906,15 +898,7 @@ func (c *Cache) announceUser(ctx context.Context, userID string) (session.Invali
 	args := append([]any{userID, k, c.layout.Channel()}, c.logArgs()...)
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	var cmd, wait *redis.Cmd
-	if c.opts.WaitReplicas > 0 {
-		pipe := c.rdb.Pipeline()
-		cmd = announceUserScript.Eval(cctx, pipe, keys, args...)
-		wait = c.waitCmd(cctx, pipe)
-		_, _ = pipe.Exec(cctx) // errors are read per command below
-	} else {
-		cmd = announceUserScript.Run(cctx, c.rdb, keys, args...)
-	}
+	cmd, wait := c.runWaited(cctx, announceUserScript, keys, args...)
 	res, err := cmd.Int64Slice()
 	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("unexpected reply of %d values", len(res))
