@@ -294,8 +294,9 @@ func (c *Cache) Begin() Token {
 //     t was taken, some are forgotten and the Cache cannot tell whether one
 //     concerned r: an active r is converted to revoked as in rule 3. A
 //     spurious revocation is safe; a stale active record is not.
-//  5. If DropActive ran after t was taken, or Invalidate(r.DeviceSessionID)
-//     did, an active r is not stored: Fill returns (r, false).
+//  5. If DropActive ran after t was taken, or Invalidate or Changed of
+//     r.DeviceSessionID did, an active r is not stored: Fill returns
+//     (r, false).
 //  6. If the Cache already holds an unexpired revoked entry for the session,
 //     an active r never replaces it: Fill returns (that entry, false).
 //  7. Otherwise r is stored with its expiry at now + Options.TTL, and Fill
@@ -377,7 +378,8 @@ func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, s
 	return atMS, stale
 }
 
-// changedSinceLocked reports whether Invalidate(id) ran after t was taken.
+// changedSinceLocked reports whether Invalidate(id) or Changed(id) ran
+// after t was taken.
 func (c *Cache) changedSinceLocked(t Token, id string) bool {
 	if mutation.Disabled(mutation.L1Generation) {
 		return false
@@ -519,6 +521,25 @@ func (c *Cache) Invalidate(id string) {
 	if e := c.lru.peek(id); e != nil && e.active() {
 		c.removeLocked(e)
 	}
+}
+
+// Changed reports that the lower tier's record of id changed, by anyone,
+// in a way L1 has not interpreted yet. Like Invalidate it makes a Fill with
+// a Token taken before store nothing active for id (rule 5), but it keeps
+// an active entry and returns true: the caller must read the lower tier
+// and then Revoke, Invalidate or keep the entry by what it finds. Deciding
+// and recording under one lock keeps a Fill that lands meanwhile from
+// slipping between them. An invalid id is ignored.
+func (c *Cache) Changed(id string) (verify bool) {
+	if session.ValidateID(id) != nil {
+		return false
+	}
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rememberLocked(id, kindChanged, 0)
+	e := c.liveLocked(id, now)
+	return e != nil && e.active()
 }
 
 // Peek returns the cached record for id, as Get does, without counting a

@@ -308,6 +308,43 @@ func TestFillRules(t *testing.T) {
 			wantGet: &a,
 		},
 		{
+			name: "5 Invalidate after the token: not stored, the active entry removed",
+			setup: func(c *localcache.Cache) localcache.Token {
+				c.Fill(c.Begin(), a)
+				tok := c.Begin()
+				c.Invalidate("dev-1")
+				return tok
+			},
+			fill:    a,
+			want:    a,
+			wantOK:  false,
+			wantGet: nil,
+		},
+		{
+			name: "5 Changed after the token: not stored, the active entry kept",
+			setup: func(c *localcache.Cache) localcache.Token {
+				c.Fill(c.Begin(), a)
+				tok := c.Begin()
+				c.Changed("dev-1")
+				return tok
+			},
+			fill:    a,
+			want:    a,
+			wantOK:  false,
+			wantGet: &a,
+		},
+		{
+			name: "5 Changed before the token: stored",
+			setup: func(c *localcache.Cache) localcache.Token {
+				c.Changed("dev-1")
+				return c.Begin()
+			},
+			fill:    a,
+			want:    a,
+			wantOK:  true,
+			wantGet: &a,
+		},
+		{
 			name: "6 cached revoked entry is never replaced by active",
 			setup: func(c *localcache.Cache) localcache.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 8))
@@ -496,5 +533,37 @@ func TestFillConcurrentRevoke(t *testing.T) {
 	t.Logf("stats: %+v", st)
 	if st.Evictions != 0 {
 		t.Errorf("Stats().Evictions = %d, want 0 (the check above needs every entry)", st.Evictions)
+	}
+}
+
+// TestChanged checks what Changed reports: true only for a live active
+// entry, which it keeps for the caller to verify; a revoked entry stays
+// revoked; an invalid id is ignored.
+func TestChanged(t *testing.T) {
+	clock := fakeclock.New()
+	c, err := localcache.New(localcache.Options{TTL: time.Minute, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, r := active("dev-1", "u-1"), revoked("dev-2", "u-1", 5)
+	c.Fill(c.Begin(), a)
+	c.Fill(c.Begin(), r)
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{{"dev-1", true}, {"dev-2", false}, {"dev-3", false}, {"not an id!", false}} {
+		if got := c.Changed(tc.id); got != tc.want {
+			t.Errorf("Changed(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+	if got, ok := c.Peek("dev-1"); !ok || got.Status != session.StatusActive {
+		t.Errorf("Peek(dev-1) after Changed = %+v, %v; want the active entry kept", got, ok)
+	}
+	if got, ok := c.Peek("dev-2"); !ok || got.Status != session.StatusRevoked {
+		t.Errorf("Peek(dev-2) after Changed = %+v, %v; want revoked", got, ok)
+	}
+	clock.Advance(2 * time.Minute)
+	if c.Changed("dev-1") {
+		t.Errorf("Changed(dev-1) = true for an expired entry, want false")
 	}
 }

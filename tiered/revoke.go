@@ -323,18 +323,14 @@ func (c *Cache) apply(m session.Invalidation) {
 // revocation of any replica (this one's included). A revoked L1 entry
 // stays. An active one is checked against Redis at once: kept if Redis
 // still says active, flipped if it says revoked (a hand revocation), and
-// dropped if the record is gone or unreadable. An id L1 does not hold is
-// marked changed, so that a lookup reading it at this moment does not
-// cache what it read.
+// dropped if the record is gone or unreadable. Either way the id is marked
+// changed, so that a lookup reading it at this moment does not cache what it
+// read; deciding and marking are one step (localcache.Cache.Changed), so a
+// fill landing in between is checked too, never dropped unread.
 func (c *Cache) keysChanged(ids []string) {
 	for _, id := range ids {
 		c.stats.keysChanged.Add(1)
-		cur, ok := c.l1.Peek(id)
-		switch {
-		case !ok:
-			c.l1.Invalidate(id)
-			continue
-		case cur.Status != session.StatusActive:
+		if !c.l1.Changed(id) {
 			continue
 		}
 		rec, err := c.l2.Get(c.ctx, id)
