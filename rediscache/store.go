@@ -281,11 +281,14 @@ func (c *Cache) Lookup(ctx context.Context, deviceSessionID string) (session.Rec
 // that a record fetched before a user-wide revocation cannot pass the index
 // step after the window, the caller must start Fill within FillWindow/2 −
 // CallTimeout of starting the fetch that produced r (New enforces
-// 4 × CallTimeout < FillWindow). The second step also refuses an active
-// record when more than FillWindow/2 of Redis time passed since the first.
-// A third step checks that the index still lists the session: if Redis lost
-// the entry between the first two (a restart or failover), the active
-// record is removed again and Fill returns ErrFillRefused.
+// 4 × CallTimeout < FillWindow). The second step writes an active record
+// only while its caller is still waiting for the reply: it refuses, with
+// ErrFillRefused, once more Redis time has passed since the first step than
+// the second call's own deadline left when it was sent. A write that lands
+// after its caller gave up would go unchecked by the third step: it checks
+// that the index still lists the session, and if Redis lost the entry
+// between the first two (a restart or failover), the active record is
+// removed again and Fill returns ErrFillRefused.
 //
 // Each Redis call is bounded by Options.CallTimeout within ctx.
 func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, error) {
@@ -294,7 +297,7 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 	}
 	id := r.DeviceSessionID
 	active := r.Status == session.StatusActive
-	var limitMS int64 // Redis time after which an active record is not written
+	var indexMS int64 // Redis time of the index step
 	if r.UserID != "" {
 		now, err := c.index(ctx, r.UserID, id, active)
 		if err != nil {
@@ -304,9 +307,7 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 			c.store.fillsRefused.Add(1)
 			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), ErrFillRefused)
 		}
-		if active {
-			limitMS = now + c.opts.FillWindow.Milliseconds()/2
-		}
+		indexMS = now
 	}
 	if c.store.hookAfterIndex != nil {
 		c.store.hookAfterIndex()
@@ -320,6 +321,15 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 	}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
+	// Redis time after which an active record is not written: the index
+	// step's time plus what is left of this call's deadline, less a
+	// millisecond for TIME's resolution. A script that runs by then ran
+	// before the deadline, so its reply is awaited and the third step runs.
+	var limitMS int64
+	if active && indexMS > 0 {
+		dl, _ := cctx.Deadline() // c.call always sets one
+		limitMS = max(indexMS+time.Until(dl).Milliseconds()-1, indexMS)
+	}
 	res, err := fillScript.Run(cctx, c.rdb, []string{c.layout.SessionKey(id)},
 		r.UserID, r.ClientPublicKey, string(r.Status), revokedAt,
 		c.opts.SessionTTL.Milliseconds(), limitMS).Result()

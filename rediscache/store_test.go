@@ -430,21 +430,23 @@ func TestFillWindowEnds(t *testing.T) {
 	}
 }
 
-// TestFillRefusedWhenSecondStepIsLate moves the Redis clock past
-// FillWindow/2 between the two steps of an active fill.
+// TestFillRefusedWhenSecondStepIsLate moves the Redis clock between the two
+// steps of an active fill: a write Redis would run after the call's deadline
+// (its caller no longer waiting for the reply) is refused.
 func TestFillRefusedWhenSecondStepIsLate(t *testing.T) {
 	mr := miniredis.RunT(t)
 	start := time.Now()
 	mr.SetTime(start)
-	c := newCache(t, newClient(t, mr.Addr()), Options{FillWindow: 10 * time.Second})
+	const callTimeout = 2 * time.Second
+	c := newCache(t, newClient(t, mr.Addr()), Options{FillWindow: 10 * time.Second, CallTimeout: callTimeout})
 	ctx := context.Background()
 	tests := []struct {
 		name  string
 		delay time.Duration
 		want  error
 	}{
-		{"in time", 4 * time.Second, nil},
-		{"late", 6 * time.Second, ErrFillRefused},
+		{"in time", callTimeout / 2, nil},
+		{"after the call's deadline", callTimeout + time.Second, ErrFillRefused},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

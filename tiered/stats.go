@@ -20,7 +20,7 @@ type Stats struct {
 	BackendErrors int64 // backend requests that failed (not counting unknown ids)
 	NotFound      int64 // backend answers "unknown id"
 	BackendFound  int64 // backend answers with a record
-	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent
+	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent, or Redis ran the fill after its deadline
 	FillsSkipped  int64 // backend answers not cached: the call took too long
 	InvalidIDs    int64 // ids rejected before any I/O
 
