@@ -220,9 +220,13 @@ end
 
 // revokeSessionScript revokes one or more sessions of one stripe, each as
 // revoke does (creating a tombstone if the hash does not exist), and
-// announces each in its own message, in the order given. It always
-// announces, even when a session was revoked already, so that a retried
-// revocation fans out again.
+// announces each in its own message, in the order given, recording the
+// message's number in the hash's seq field. A session whose hash is revoked
+// with a valid revoked_at_ms and a seq already was announced by an earlier
+// run: it is not announced again (every replica received that message or
+// notices the gap in the numbers), so N gateways revoking one session
+// publish once. A hash revoked any other way (a fill, a hand HSET, a
+// user-wide revocation) has no seq and is announced.
 //
 //	KEYS[1..n]  session hashes (n = #KEYS - 2)
 //	KEYS[n+1]   sequence counter of their stripe
@@ -235,18 +239,28 @@ end
 //	ARGV[6]     renew those TTLs when the counter's is below this, ms
 //	ARGV[7..]   device session ids, in the order of KEYS
 //
-// It returns {now, seq_1, receivers_1, ..., seq_n, receivers_n}.
+// It returns {seq_1, receivers_1, at_1, ..., seq_n, receivers_n, at_n}:
+// for a session announced by an earlier run, that run's seq and
+// revoked_at_ms, and receivers -1.
 var revokeSessionScript = redis.NewScript(luaNow + luaRevokeHash + luaAnnounce + `
 local n = #KEYS - 2
 local seqKey, logKey = KEYS[n + 1], KEYS[n + 2]
 local ttl = ARGV[1]
 local nowS = string.format('%d', now)
-local out = {now}
+local out = {}
 for i = 1, n do
-  revoke(KEYS[i], ttl, nowS)
-  local seq, recv = announce(seqKey, logKey, 'session', ARGV[6 + i], ARGV[2], ARGV[3], ARGV[4], now)
-  out[2 * i] = seq
-  out[2 * i + 1] = recv
+  local key = KEYS[i]
+  local f = redis.call('HMGET', key, 'status', 'revoked_at_ms', 'seq')
+  local seq, recv, at = nil, -1, now
+  if f[1] == 'revoked' and f[2] and string.match(f[2], '^%d+$') and f[3] and string.match(f[3], '^%d+$') then
+    seq, at = tonumber(f[3]), tonumber(f[2])
+  end
+  revoke(key, ttl, nowS)
+  if not seq then
+    seq, recv = announce(seqKey, logKey, 'session', ARGV[6 + i], ARGV[2], ARGV[3], ARGV[4], now)
+    redis.call('HSET', key, 'seq', string.format('%d', seq))
+  end
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = seq, recv, at
 end
 renew(seqKey, logKey, ARGV[5], ARGV[6])
 return out

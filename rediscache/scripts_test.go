@@ -49,7 +49,9 @@ func marshal(t testing.TB, m session.Invalidation) string {
 
 // TestRevokePublishesExactMessage checks that the bytes published by the
 // scripts are the bytes session.Invalidation.MarshalJSON produces, that seq
-// grows by one per revocation, and that the log holds matching entries.
+// grows by one per message, that a session revoked and announced already is
+// not announced again while one revoked by a user-wide revocation is, and
+// that the log holds matching entries.
 func TestRevokePublishesExactMessage(t *testing.T) {
 	eachRedis(t, func(t *testing.T, r testRedis) {
 		c := newCache(t, r.rdb, Options{})
@@ -67,11 +69,16 @@ func TestRevokePublishesExactMessage(t *testing.T) {
 			t.Fatalf("RevokeSession: %v", err)
 		}
 		sent = append(sent, m)
-		m, err = c.RevokeSession(ctx, "dev-1") // already revoked: publishes again
+		again, err := c.RevokeSession(ctx, "dev-1") // announced already: publishes nothing
 		if err != nil {
 			t.Fatalf("RevokeSession again: %v", err)
 		}
-		sent = append(sent, m)
+		if again != m {
+			t.Errorf("RevokeSession of an announced session = %+v, want the first message %+v", again, m)
+		}
+		if st := c.Stats(); st.Published != 1 || st.AnnouncedBefore != 1 {
+			t.Errorf("Stats after two revocations of one session: Published %d, AnnouncedBefore %d; want 1, 1", st.Published, st.AnnouncedBefore)
+		}
 		um, ids, err := c.RevokeUser(ctx, "user-7")
 		if err != nil {
 			t.Fatalf("RevokeUser: %v", err)
@@ -82,7 +89,13 @@ func TestRevokePublishesExactMessage(t *testing.T) {
 		}
 		sent = append(sent, um)
 		// RevokeUser publishes the user message alone: its sessions are
-		// marked revoked in Redis without a message each.
+		// marked revoked in Redis without a message each, so a revocation
+		// of one of them is announced.
+		m, err = c.RevokeSession(ctx, "dev-2")
+		if err != nil {
+			t.Fatalf("RevokeSession(dev-2): %v", err)
+		}
+		sent = append(sent, m)
 		receiveAll(t, ps, sent)
 		all := sent
 		for i, m := range all {
@@ -95,8 +108,8 @@ func TestRevokePublishesExactMessage(t *testing.T) {
 				t.Errorf("Get(%q) after RevokeUser = %s, %v; want revoked with a time", id, fmtRecord(got), err)
 			}
 		}
-		if all[2].UserID != "user-7" || all[2].SessionID != "" {
-			t.Errorf("user message = %+v, want user user-7", all[2])
+		if all[1].UserID != "user-7" || all[1].SessionID != "" {
+			t.Errorf("user message = %+v, want user user-7", all[1])
 		}
 
 		entries, err := r.rdb.XRange(ctx, "session_invalidation:log", "-", "+").Result()

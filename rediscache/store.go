@@ -76,6 +76,7 @@ type storeState struct {
 	notReplicated        atomic.Uint64
 	irregular            atomic.Uint64
 	fallbacks            atomic.Uint64
+	announcedBefore      atomic.Uint64
 
 	// warned holds the session keys whose irregular hash was logged.
 	warned *lru.Cache[string, struct{}]
@@ -110,6 +111,10 @@ type Stats struct {
 	// Fallbacks counts revocations Redis refused (OOM, READONLY) after
 	// which the records were deleted and an unnumbered message published.
 	Fallbacks uint64
+	// AnnouncedBefore counts session revocations that published nothing:
+	// Redis held the session revoked by an earlier announced revocation
+	// (another gateway's, or a retry's).
+	AnnouncedBefore uint64
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
@@ -122,6 +127,7 @@ func (c *Cache) Stats() Stats {
 		NotReplicated:        c.store.notReplicated.Load(),
 		Irregular:            c.store.irregular.Load(),
 		Fallbacks:            c.store.fallbacks.Load(),
+		AnnouncedBefore:      c.store.announcedBefore.Load(),
 	}
 }
 
@@ -422,10 +428,12 @@ func pairs(fields []any) (map[string]string, error) {
 // RevokeSession marks device session id revoked in Redis, creating a
 // revoked tombstone when Redis holds no record, and publishes the
 // invalidation it returns (also appended to the stripe's log). An existing
-// revoked_at_ms is kept. The TTL becomes at least Options.SessionTTL. It
-// publishes even when the session was revoked already, so a retry fans out
-// again. The call is bounded by Options.CallTimeout within ctx; an invalid
-// id sends nothing.
+// revoked_at_ms is kept. The TTL becomes at least Options.SessionTTL. A
+// session that an earlier RevokeSession (of any process) revoked and
+// announced is not announced again: the earlier message is returned, and
+// nothing published, so the gateways that each hear of one revocation
+// publish it once. The call is bounded by Options.CallTimeout within ctx;
+// an invalid id sends nothing.
 //
 // With Options.WaitReplicas set, a revocation written and published but
 // not acknowledged by enough replicas returns its message and an error
@@ -777,11 +785,12 @@ func (c *Cache) revokeSessionsCall(ids []string) scriptCall {
 	return scriptCall{keys: keys, args: args}
 }
 
-// sessionsRevoked turns the reply of revoke_session for ids, {now, seq_1,
-// receivers_1, ...}, into the messages it published, counting them. On
+// sessionsRevoked turns the reply of revoke_session for ids, {seq_1,
+// receivers_1, at_1, ...}, into the messages that announce them, counting
+// those it published (receivers ≥ 0) and those announced before (-1). On
 // error every id counts in Stats.RevokeErrors.
 func (c *Cache) sessionsRevoked(ids []string, res []int64, err error) ([]session.Invalidation, error) {
-	if err == nil && len(res) != 1+2*len(ids) {
+	if err == nil && len(res) != 3*len(ids) {
 		err = fmt.Errorf("unexpected reply of %d values", len(res))
 	}
 	if err != nil {
@@ -790,8 +799,13 @@ func (c *Cache) sessionsRevoked(ids []string, res []int64, err error) ([]session
 	}
 	ms := make([]session.Invalidation, len(ids))
 	for i, id := range ids {
-		c.countPublish(res[2+2*i])
-		ms[i] = session.Invalidation{SessionID: id, Seq: uint64(res[1+2*i]), Stripe: c.layout.Stripe(id), AtMS: res[0]}
+		seq, receivers, at := res[3*i], res[3*i+1], res[3*i+2]
+		if receivers < 0 {
+			c.store.announcedBefore.Add(1)
+		} else {
+			c.countPublish(receivers)
+		}
+		ms[i] = session.Invalidation{SessionID: id, Seq: uint64(seq), Stripe: c.layout.Stripe(id), AtMS: at}
 	}
 	return ms, nil
 }

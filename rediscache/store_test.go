@@ -221,7 +221,7 @@ func TestKeyLayout(t *testing.T) {
 		}
 		h = r.rdb.HGetAll(ctx, "env1:session:dev-1").Val()
 		want = map[string]string{"user_id": "user-7", "client_public_key": rec.ClientPublicKey, "status": "revoked",
-			"revoked_at_ms": strconv.FormatInt(msg.AtMS, 10)}
+			"revoked_at_ms": strconv.FormatInt(msg.AtMS, 10), "seq": strconv.FormatUint(msg.Seq, 10)}
 		if fmt.Sprint(h) != fmt.Sprint(want) {
 			t.Errorf("HGETALL env1:session:dev-1 after revoke = %v, want %v", h, want)
 		}

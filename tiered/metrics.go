@@ -57,7 +57,7 @@ var buildVersion = func() string {
 //	invalidations_received_total      messages received on the channel (malformed included)
 //	invalidations_applied_total       messages and replayed log entries applied to L1
 //	invalidations_replayed_total      invalidations replayed from the log after a loss
-//	invalidations_published_total     revocations this Cache wrote and published
+//	invalidations_published_total     revocations this Cache wrote (each published once, by the first writer)
 //	invalidations_unheard_total       published messages no subscriber received (PUBLISH returned 0)
 //	invalidations_malformed_total     messages dropped as malformed
 //	invalidations_forged_total        messages whose sequence number Redis never assigned
@@ -133,7 +133,7 @@ func newCollector(c *Cache, constLabels prometheus.Labels) *collector {
 		received:          d("invalidations_received_total", "Messages received on the invalidation channel, malformed ones included."),
 		applied:           d("invalidations_applied_total", "Invalidations (messages and replayed log entries) applied to L1."),
 		replayed:          d("invalidations_replayed_total", "Invalidations replayed from the log after a loss of the channel."),
-		published:         d("invalidations_published_total", "Revocations this replica wrote to Redis and published."),
+		published:         d("invalidations_published_total", "Revocations this replica wrote to Redis; each is published once, by whichever replica wrote it first."),
 		unheard:           d("invalidations_unheard_total", "Published invalidations that no subscriber received."),
 		malformed:         d("invalidations_malformed_total", "Messages on the invalidation channel dropped as malformed."),
 		forged:            d("invalidations_forged_total", "Messages whose sequence number Redis never assigned, applied as revocations without a resync."),

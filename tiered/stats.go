@@ -24,7 +24,7 @@ type Stats struct {
 	FillsSkipped  int64 // backend answers not cached: the call took too long
 	InvalidIDs    int64 // ids rejected before any I/O
 
-	RevocationsPublished int64 // revocations written and published in Redis
+	RevocationsPublished int64 // revocations this replica wrote to Redis, each published once (by whichever replica wrote it first)
 	RevokeRetries        int64 // failed attempts to write a revocation (each is retried)
 	RevokeFailures       int64 // revocations still failing after RevokeRetryFor, or owed at Close
 	RevokeOwedFull       int64 // revocations written once, inline, because 65,536 were owed already

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +217,90 @@ func measureTrackingCost(t *testing.T, e *env, replicas []*replica) string {
 		t.Errorf("%d extra HGETALLs for %d fills, want about one each", extra, fills)
 	}
 	return ""
+}
+
+// TestOnePushOneMessage checks what issue "one message per revocation"
+// asks: when every gateway hears of one revocation (the backend pushes it
+// to each, and each calls MarkRevoked), Redis publishes it once, and every
+// replica still ends with it revoked.
+func TestOnePushOneMessage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	replicas := []*replica{
+		e.replica(t, "p1", testHooks{}), e.replica(t, "p2", testHooks{}), e.replica(t, "p3", testHooks{}),
+	}
+	ps := e.rdb.Subscribe(ctx, e.layout.Channel())
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	const pushes = 20
+	ids := make([]string, pushes)
+	for i := range ids {
+		rec, _ := e.backend.NewSession("user-push")
+		ids[i] = rec.DeviceSessionID
+		for _, r := range replicas {
+			if _, err := r.Lookup(ctx, ids[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, id := range ids {
+		var wg sync.WaitGroup
+		for _, r := range replicas {
+			wg.Go(func() { r.MarkRevoked(id) })
+		}
+		wg.Wait()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, r := range replicas {
+		for r.Stats().RevocationsPending > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d revocations still owed after 10s", r.Stats().RevocationsPending)
+			}
+			time.Sleep(time.Millisecond) // the gauge has no hook
+		}
+	}
+	// Every script has run; a marker published now arrives after all
+	// their messages.
+	const marker = "end of the revocations"
+	if err := e.rdb.Publish(ctx, e.layout.Channel(), marker).Err(); err != nil {
+		t.Fatal(err)
+	}
+	messages := map[string]int{}
+	for {
+		msg, err := ps.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Payload == marker {
+			break
+		}
+		m, err := session.ParseInvalidation([]byte(msg.Payload))
+		if err != nil {
+			t.Fatalf("message %q: %v", msg.Payload, err)
+		}
+		messages[m.SessionID]++
+	}
+	var published, before uint64
+	for _, r := range replicas {
+		st := r.l2.Stats()
+		published += st.Published
+		before += st.AnnouncedBefore
+	}
+	t.Logf("%d pushes to %d gateways: %d messages published, %d revocations found announced already",
+		pushes, len(replicas), published, before)
+	for _, id := range ids {
+		if messages[id] != 1 {
+			t.Errorf("session %s: %d messages on the channel, want 1", session.Redact(id), messages[id])
+		}
+		for i, r := range replicas {
+			if got, err := r.Lookup(ctx, id); err != nil || got.Status != session.StatusRevoked {
+				t.Errorf("Lookup on replica %d = %+v, %v; want revoked", i, got, err)
+			}
+		}
+	}
+	if published != pushes || before != pushes*uint64(len(replicas)-1) {
+		t.Errorf("Published %d, AnnouncedBefore %d; want %d and %d", published, before, pushes, pushes*(len(replicas)-1))
+	}
 }

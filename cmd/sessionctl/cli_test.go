@@ -89,7 +89,7 @@ func TestIDsStartingWithDash(t *testing.T) {
 		stdout  string
 	}{
 		{"revoke", []string{"revoke", "-redis", e.url, "-LNc_te8xQ"}, "-LNc_te8xQ", "revoked session -LNc_te8xQ\n"},
-		{"revoke, flags after", []string{"revoke", "-LNc_te8xQ", "-redis", e.url}, "-LNc_te8xQ", "revoked session -LNc_te8xQ\n"},
+		{"revoke, flags after", []string{"revoke", "-LNc_te8xQ", "-redis", e.url}, "-LNc_te8xQ", "session -LNc_te8xQ was revoked and announced already"},
 		{"inspect, -json after", []string{"inspect", "-LNc_te8xQ", "-redis", e.url, "-json"}, "", `"session": "-LNc_te8xQ"`},
 		{"an id that is a flag's name, after --", []string{"revoke", "-redis", e.url, "--", "-json"}, "-json", "revoked session -json\n"},
 		{"revoke-user", []string{"revoke-user", "-redis", e.url, "-user-1"}, "-LNc_te8xQ", "revoked user -user-1: "},

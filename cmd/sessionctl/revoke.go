@@ -41,7 +41,11 @@ type revokeReport struct {
 	// only the subscribers of the node that ran it (PerNode).
 	Published   uint64 `json:"published"`
 	NoReceivers uint64 `json:"published_no_receivers"`
-	PerNode     bool   `json:"receivers_per_node,omitempty"`
+	// AnnouncedBefore is true when the session was revoked and announced
+	// by an earlier revocation: Message is that announcement, and nothing
+	// was published again.
+	AnnouncedBefore bool `json:"announced_before,omitempty"`
+	PerNode         bool `json:"receivers_per_node,omitempty"`
 	// Listeners is PUBSUB NUMSUB of the channel just before the
 	// revocation, summed over the nodes (-1 when it could not be read). Watchers counts the
 	// connections in subscriber mode named sessionctl-watch (CLIENT LIST
@@ -149,8 +153,11 @@ backend, a note on stderr says the revocation was not checked.`
 RevokeSession): one Lua script sets status revoked (a tombstone if Redis has
 no record), keeps an earlier revoked_at_ms, sets the TTL to at least
 -session-ttl, takes the stripe's next seq, appends to the stripe's log and
-PUBLISHes the message, which it prints with the receiver count. Revoking a
-revoked session publishes again.`+afterHelp, revokeExitCodesHelp)
+PUBLISHes the message, which it prints with the receiver count, and records
+its seq in the hash. Revoking a session revoked and announced that way
+publishes nothing again: every gateway received that message or noticed the
+gap in the numbers. It prints the earlier message and the redis-cli PUBLISH
+that announces it again by hand.`+afterHelp, revokeExitCodesHelp)
 	} else {
 		progress = fs.Bool("progress", false, "print progress on stderr (sessions revoked of the index, elapsed time, time left) even when it is not a terminal")
 		limit = fs.Int("limit", defaultListLimit, "list at most this many of the revoked sessions (0: all; -json lists all)")
@@ -233,6 +240,7 @@ it is a terminal or with -progress. Safe to repeat after a failure.`+afterHelp, 
 	}
 	st := c.Stats()
 	rep.Published, rep.NoReceivers = st.Published, st.PublishedNoReceivers
+	rep.AnnouncedBefore = st.AnnouncedBefore > 0
 	_, rep.PerNode = rdb.(*redis.ClusterClient)
 	rep.Unheard = rep.Published > 0 && (rep.Gateways == 0 || !rep.PerNode && rep.NoReceivers == rep.Published)
 
@@ -503,6 +511,10 @@ func subscribers(ctx context.Context, rdb redis.UniversalClient, channel string)
 
 func printRevoke(w io.Writer, r revokeReport, limit int) {
 	switch {
+	case r.Session != "" && r.AnnouncedBefore:
+		fmt.Fprintf(w, "session %s was revoked and announced already; nothing published again\n", r.Session)
+		fmt.Fprintf(w, "announced earlier on %s: %s\n", r.Channel, r.Message)
+		fmt.Fprintf(w, "to announce it again by hand: redis-cli PUBLISH %s '{\"session\":\"%s\"}'\n", r.Channel, r.Session)
 	case r.Session != "" && r.Message != nil:
 		fmt.Fprintf(w, "revoked session %s\n", r.Session)
 	case r.User != "" && r.Message != nil:
@@ -518,7 +530,7 @@ func printRevoke(w io.Writer, r revokeReport, limit int) {
 			fmt.Fprintf(w, "  … and %d more (-limit 0 lists them all)\n", more)
 		}
 	}
-	if r.Message != nil {
+	if r.Message != nil && !r.AnnouncedBefore {
 		fmt.Fprintf(w, "published on %s: %s\n", r.Channel, r.Message)
 	}
 	if r.Published > 1 {
