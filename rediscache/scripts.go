@@ -250,10 +250,13 @@ local nowS = string.format('%d', now)
 local out = {}
 for i = 1, n do
   local key = KEYS[i]
-  local f = redis.call('HMGET', key, 'status', 'revoked_at_ms', 'seq')
   local seq, recv, at = nil, -1, now
-  if f[1] == 'revoked' and f[2] and string.match(f[2], '^%d+$') and f[3] and string.match(f[3], '^%d+$') then
-    seq, at = tonumber(f[3]), tonumber(f[2])
+  -- HGET, not HMGET: deploy/redis/gateway.acl grants HGET.
+  if redis.call('HGET', key, 'status') == 'revoked' then
+    local s, t = redis.call('HGET', key, 'seq'), redis.call('HGET', key, 'revoked_at_ms')
+    if s and t and string.match(s, '^%d+$') and string.match(t, '^%d+$') then
+      seq, at = tonumber(s), tonumber(t)
+    end
   end
   revoke(key, ttl, nowS)
   if not seq then
