@@ -34,6 +34,20 @@ const maxWarned = 1024
 // fetched to the lookup that fetched it, but must not cache it.
 var ErrFillRefused = errors.New("rediscache: fill refused after a recent user-wide revocation")
 
+// RefusedFill is the error of a Fill refused because of a user-wide
+// revocation; it wraps ErrFillRefused. RevokedAtMS is the Redis time of
+// that revocation: a record the backend answers after the refusal reflects
+// it, and FillSince may store it.
+type RefusedFill struct {
+	RevokedAtMS int64
+}
+
+func (e *RefusedFill) Error() string {
+	return fmt.Sprintf("%v at %d", ErrFillRefused, e.RevokedAtMS)
+}
+
+func (e *RefusedFill) Unwrap() error { return ErrFillRefused }
+
 // ErrNotReplicated reports a revocation that the primary applied and
 // published but that fewer than Options.WaitReplicas replicas acknowledged
 // within Options.WaitTimeout. A failover before the replicas catch up could

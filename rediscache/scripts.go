@@ -36,16 +36,24 @@ end
 //	ARGV[1]  device session id
 //	ARGV[2]  minimum TTL of the set, ms
 //	ARGV[3]  fill window, ms
-//	ARGV[4]  "1": refuse when the marker is within the window of now
+//	ARGV[4]  "0": no check; "1": refuse when the marker is within the
+//	         window of now; a marker time: refuse when the marker is later
+//	         (the record was fetched after that revocation)
 //
-// It returns 0 when refused, else the server time in ms. A marker that is not
-// a decimal number refuses too (fail closed).
+// It returns the server time in ms, or, when refused, minus the marker's
+// time. A marker that is not a decimal number refuses too (fail closed),
+// returning 0.
 var indexScript = redis.NewScript(luaNow + luaExtendTTL + `
-if ARGV[4] == '1' then
+if ARGV[4] ~= '0' then
   local at = redis.call('GET', KEYS[2])
   if at then
     if not string.match(at, '^%d+$') then return 0 end
-    if now - tonumber(at) < tonumber(ARGV[3]) then return 0 end
+    local t = tonumber(at)
+    if ARGV[4] == '1' then
+      if now - t < tonumber(ARGV[3]) then return -t end
+    elseif t > tonumber(ARGV[4]) then
+      return -t
+    end
   end
 end
 redis.call('SADD', KEYS[1], ARGV[1])
@@ -286,7 +294,9 @@ return #KEYS
 `)
 
 // revokeUserScript records a user-wide revocation: it sets the user's marker
-// (which makes the index script refuse active fills for the fill window),
+// to the Redis time, or 1 ms after the marker it replaces if that is not
+// earlier (which makes the index script refuse active fills for the fill
+// window),
 // and returns the user's indexed session ids, read in the same atomic step,
 // when there are at most ARGV[2] of them: a fill indexed before is in that
 // list; a fill indexed after sees the marker. A larger index is not read
@@ -306,7 +316,11 @@ return #KEYS
 // It returns {{session ids}, size of the index}; the ids are empty when
 // the index is larger than ARGV[2].
 var revokeUserScript = redis.NewScript(luaNow + `
-redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[1])
+-- Each revocation's marker is later than the last (FillSince compares them).
+local at = now
+local last = redis.call('GET', KEYS[2])
+if last and string.match(last, '^%d+$') and tonumber(last) >= at then at = tonumber(last) + 1 end
+redis.call('SET', KEYS[2], string.format('%d', at), 'PX', ARGV[1])
 local size = redis.pcall('SCARD', KEYS[1])
 local members = {}
 if type(size) ~= 'number' then

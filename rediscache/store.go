@@ -296,8 +296,27 @@ func (c *Cache) Lookup(ctx context.Context, deviceSessionID string) (session.Rec
 // between the first two (a restart or failover), the active record is
 // removed again and Fill returns ErrFillRefused.
 //
+// A refusal because of a user-wide revocation is a *RefusedFill.
+//
 // Each Redis call is bounded by Options.CallTimeout within ctx.
 func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, error) {
+	return c.fill(ctx, r, 0)
+}
+
+// FillSince is Fill for a record the backend answered after a Fill was
+// refused with a *RefusedFill whose RevokedAtMS is revokedAtMS: the answer
+// reflects that revocation, so the index step refuses it only when a later
+// user-wide revocation of the user happened (again a *RefusedFill), not for
+// the whole fill window. A session its user opened after a user-wide
+// revocation is so cached at its first lookup, not FillWindow later.
+func (c *Cache) FillSince(ctx context.Context, r session.Record, revokedAtMS int64) (session.Record, error) {
+	if revokedAtMS <= 0 {
+		return session.Record{}, fmt.Errorf("rediscache: fill since %d: not a revocation time", revokedAtMS)
+	}
+	return c.fill(ctx, r, revokedAtMS)
+}
+
+func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (session.Record, error) {
 	if err := r.Validate(); err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill: %w", err)
 	}
@@ -305,13 +324,23 @@ func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, err
 	active := r.Status == session.StatusActive
 	var indexMS int64 // Redis time of the index step
 	if r.UserID != "" {
-		now, err := c.index(ctx, r.UserID, id, active)
+		check := "0"
+		switch {
+		case active && sinceMS > 0:
+			check = strconv.FormatInt(sinceMS, 10)
+		case active:
+			check = "1"
+		}
+		now, err := c.index(ctx, r.UserID, id, check)
 		if err != nil {
 			return session.Record{}, fmt.Errorf("rediscache: fill %s: index: %w", session.Redact(id), err)
 		}
-		if now == 0 {
+		if now <= 0 {
 			c.store.fillsRefused.Add(1)
-			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), ErrFillRefused)
+			if now == 0 {
+				return session.Record{}, fmt.Errorf("rediscache: fill %s: the user's revocation marker is not a time: %w", session.Redact(id), ErrFillRefused)
+			}
+			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), &RefusedFill{RevokedAtMS: -now})
 		}
 		indexMS = now
 	}
@@ -391,13 +420,10 @@ func (c *Cache) confirmIndexed(ctx context.Context, userID, id string) error {
 	return fmt.Errorf("the index lost the session since the index step: %w", ErrFillRefused)
 }
 
-// index runs the index script: it returns the Redis time in ms, or 0 when
-// check is set and the user was revoked within the fill window.
-func (c *Cache) index(ctx context.Context, userID, id string, check bool) (int64, error) {
-	flag := "0"
-	if check {
-		flag = "1"
-	}
+// index runs the index script with check as its ARGV[4]: it returns the
+// Redis time in ms, or, when refused, minus the user's revocation time (0
+// for a marker that is not a time).
+func (c *Cache) index(ctx context.Context, userID, id, check string) (int64, error) {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	// The index outlives the session hashes it lists: a hash's TTL is set
@@ -405,7 +431,7 @@ func (c *Cache) index(ctx context.Context, userID, id string, check bool) (int64
 	ttl := c.opts.SessionTTL + c.opts.FillWindow
 	return indexScript.Run(cctx, c.rdb,
 		[]string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)},
-		id, ttl.Milliseconds(), c.opts.FillWindow.Milliseconds(), flag).Int64()
+		id, ttl.Milliseconds(), c.opts.FillWindow.Milliseconds(), check).Int64()
 }
 
 // pairs converts a flat HGETALL reply into a map.

@@ -402,6 +402,59 @@ func TestFillRaceWithRevokeUser(t *testing.T) {
 	})
 }
 
+// TestFillSince checks the fill of a record fetched after a refusal: it is
+// stored while the revocation that refused the first fill is the user's
+// latest, refused again after a later one (whose marker is later even
+// within one millisecond), and a revocation after its index step finds it.
+func TestFillSince(t *testing.T) {
+	eachRedis(t, func(t *testing.T, r testRedis) {
+		c := newCache(t, r.rdb, Options{})
+		ctx := context.Background()
+		refusal := func(id, uid string) *RefusedFill {
+			t.Helper()
+			_, err := c.Fill(ctx, activeRecord(id, uid))
+			var refused *RefusedFill
+			if !errors.As(err, &refused) || !errors.Is(err, ErrFillRefused) || refused.RevokedAtMS <= 0 {
+				t.Fatalf("Fill after RevokeUser = %v, want a *RefusedFill wrapping ErrFillRefused", err)
+			}
+			return refused
+		}
+		if _, _, err := c.RevokeUser(ctx, "user-1"); err != nil {
+			t.Fatal(err)
+		}
+		first := refusal("dev-1", "user-1")
+		if got, err := c.FillSince(ctx, activeRecord("dev-1", "user-1"), first.RevokedAtMS); err != nil || got.Status != session.StatusActive {
+			t.Fatalf("FillSince the refusing revocation = %s, %v; want active", fmtRecord(got), err)
+		}
+		// Two revocations back to back: the second's marker is later.
+		for range 2 {
+			if _, _, err := c.RevokeUser(ctx, "user-1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := c.Get(ctx, "dev-1"); got.Status != session.StatusRevoked {
+			t.Fatalf("dev-1 after RevokeUser = %s, want revoked (it was indexed)", fmtRecord(got))
+		}
+		_, err := c.FillSince(ctx, activeRecord("dev-2", "user-1"), first.RevokedAtMS)
+		var later *RefusedFill
+		if !errors.As(err, &later) || later.RevokedAtMS <= first.RevokedAtMS+1 {
+			t.Fatalf("FillSince an older revocation = %v, want a *RefusedFill later than %d + 1", err, first.RevokedAtMS)
+		}
+		if r.rdb.Exists(ctx, "session:dev-2").Val() != 0 {
+			t.Fatalf("session:dev-2 written by a refused FillSince")
+		}
+		if _, err := c.FillSince(ctx, activeRecord("dev-2", "user-1"), 0); err == nil {
+			t.Errorf("FillSince(0) = nil error, want one")
+		}
+		// A marker that is not a time refuses, with no time to fill since.
+		r.rdb.Set(ctx, "user:user-2:revoked_at_ms", "garbage", time.Minute)
+		_, err = c.Fill(ctx, activeRecord("dev-3", "user-2"))
+		if !errors.Is(err, ErrFillRefused) || errors.As(err, &later) {
+			t.Errorf("Fill with a garbage marker = %v, want ErrFillRefused without a time", err)
+		}
+	})
+}
+
 // TestFillWindowEnds uses miniredis' settable clock: fills are refused
 // within FillWindow of a user-wide revocation and accepted after it.
 func TestFillWindowEnds(t *testing.T) {

@@ -177,14 +177,28 @@ func (c *Cache) fetch(id string) (flight, error) {
 		rec = stored
 	case errors.Is(err, rediscache.ErrFillRefused):
 		// A user-wide revocation of this user is recent. The backend
-		// now knows whether this session predates it: ask once more;
-		// cache only a revoked answer.
+		// now knows whether this session predates it: ask once more.
+		// An active answer goes to Redis as one given after that
+		// revocation (the index step still refuses it if a later one
+		// happened), unless this replica still owes Redis a revocation
+		// of the session or its user: its L2 reads count as revoked
+		// until then, so the answer is served uncached as before. L1 is
+		// left to the next lookup, which reads Redis after the
+		// revocation's message has most likely arrived (a token taken
+		// before it would store the session revoked).
 		c.stats.fillsRefused.Add(1)
+		var refused *rediscache.RefusedFill
+		errors.As(err, &refused)
 		again, againTok, err := c.askAgain(ctx, id)
 		if err != nil {
 			return flight{rec: rec, tok: tok}, nil
 		}
 		if again.Status != session.StatusRevoked {
+			if refused != nil && c.ownRevocations(again, false).Status == session.StatusActive {
+				if _, err := c.l2.FillSince(ctx, again, refused.RevokedAtMS); err != nil && !errors.Is(err, rediscache.ErrFillRefused) {
+					c.stats.l2Errors.Add(1)
+				}
+			}
 			return flight{rec: again, tok: againTok, fresh: true}, nil
 		}
 		rec, tok, fresh = again, againTok, true

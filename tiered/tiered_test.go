@@ -500,6 +500,48 @@ func TestSessionOpenedAfterUserRevocationStaysActive(t *testing.T) {
 	e.backend.SetBeforeRespond(nil)
 }
 
+// TestSessionOpenedAfterUserRevocationIsCached checks that a session its
+// user opened after a user-wide revocation is cached in Redis by its first
+// lookup (two backend calls: the first answer's fill is refused), so that
+// the next lookup, on another replica, is answered by Redis, not after the
+// fill window.
+func TestSessionOpenedAfterUserRevocationIsCached(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", testHooks{})
+	b := e.replica(t, "b", testHooks{})
+	old, _ := e.backend.NewSession("user-again")
+	e.backend.RevokeUser("user-again")
+	if err := b.RevokeUser(ctx, "user-again"); err != nil { // the push
+		t.Fatal(err)
+	}
+	a.obs.wait(t, "user-again", 5*time.Second)
+	rec, _ := e.backend.NewSession("user-again")
+	id := rec.DeviceSessionID
+
+	calls := a.Stats().BackendCalls
+	if got, tier, err := a.LookupTier(ctx, id); err != nil || got.Status != session.StatusActive || tier != TierBackend {
+		t.Fatalf("first LookupTier = %+v, %v, %v; want active from the backend", got, tier, err)
+	}
+	if n := a.Stats().BackendCalls - calls; n != 2 {
+		t.Errorf("first lookup made %d backend calls, want 2 (the refused fill's, and the one cached)", n)
+	}
+	if s := e.redisStatus(t, id); s != "active" {
+		t.Fatalf("Redis holds status %q after the first lookup, want active", s)
+	}
+	calls = b.Stats().BackendCalls
+	if got, tier, err := b.LookupTier(ctx, id); err != nil || got.Status != session.StatusActive || tier != TierL2 {
+		t.Errorf("LookupTier on the other replica = %+v, %v, %v; want active from Redis", got, tier, err)
+	}
+	if n := b.Stats().BackendCalls - calls; n != 0 {
+		t.Errorf("the other replica made %d backend calls, want 0", n)
+	}
+	for _, r := range []*replica{a, b} {
+		if got, err := r.Lookup(ctx, old.DeviceSessionID); err != nil || got.Status != session.StatusRevoked {
+			t.Errorf("the user's earlier session = %+v, %v; want revoked", got, err)
+		}
+	}
+}
+
 // revokeBlocker holds back the revocation scripts (the only commands that
 // name the channel) a client sends while it is armed.
 type revokeBlocker struct {
