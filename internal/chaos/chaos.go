@@ -28,7 +28,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -139,9 +138,7 @@ func NewEnv(tb testing.TB, cfg Config) *Env {
 	tb.Helper()
 	cfg.setDefaults()
 	e := &Env{tb: tb, Config: cfg, Start: time.Now()}
-	startMu.Lock()
 	e.Redis = redistest.Start(tb, redistest.Options{Config: cfg.RedisConfig})
-	startMu.Unlock()
 	e.Admin = e.Redis.Client(tb)
 	e.checkServer()
 	e.Backend = backendtest.NewServer()
@@ -174,19 +171,11 @@ func NewEnv(tb testing.TB, cfg Config) *Env {
 	return e
 }
 
-// startMu serialises starting redis-server processes in this test binary:
-// redistest picks a free port, closes it and lets the server bind it, so
-// two starts at once may pick the same port, and the loser's readiness
-// probe would be answered by the winner. Histories run several at a time.
-var startMu sync.Mutex
-
 // Restart restarts the server, empty (see redistest.Server.Restart), and
 // checks that the process answering is this Env's.
 func (e *Env) Restart() {
 	e.tb.Helper()
-	startMu.Lock()
 	e.Redis.Restart()
-	startMu.Unlock()
 	e.checkServer()
 }
 

@@ -78,5 +78,5 @@ func definesDefaultUser(acl string) bool {
 func (s *Server) alive() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cmd != nil
+	return s.proc != nil
 }

@@ -23,6 +23,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -81,8 +82,8 @@ type Server struct {
 	password string   // Options.Password
 	args     []string // extra command-line arguments after the config file
 
-	mu  sync.Mutex // guards cmd
-	cmd *exec.Cmd
+	mu   sync.Mutex // guards proc
+	proc *process   // nil before launch and after Kill
 }
 
 // Binary returns the path of redis-server, failing tb when it is missing.
@@ -95,48 +96,122 @@ func Binary(tb testing.TB, name string) string {
 	return p
 }
 
-// Start starts a redis-server on a free loopback port. It is stopped when
-// the test and its subtests end.
+// Start starts a redis-server on a free loopback port (see FreePort). It
+// is stopped when the test and its subtests end.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
+	return start(tb, opts, FreePort)
+}
+
+// start is Start with the port reservation as a parameter.
+func start(tb testing.TB, opts Options, reserve func(testing.TB) int) *Server {
+	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb, "redis-server"), dir: tb.TempDir()}
-	s.Port = FreePort(tb)
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
-	lines := []string{
-		"bind 127.0.0.1",
-		"port " + strconv.Itoa(s.Port),
-		"dir " + s.dir,
-		`save ""`,
-		"appendonly no",
-		"protected-mode no",
-		"logfile " + filepath.Join(s.dir, "redis.log"),
-		// A replica's first sync starts at once, not after 5s.
-		"repl-diskless-sync-delay 0",
-	}
-	lines = append(lines, s.secureConfig(opts)...)
-	lines = append(lines, opts.Config...)
-	s.conf = filepath.Join(s.dir, "redis.conf")
-	if err := os.WriteFile(s.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		tb.Fatalf("redistest: write config: %v", err)
-	}
-	s.start()
-	tb.Cleanup(s.Kill)
+	s.run(reserve, "redis.conf", func() []string {
+		lines := []string{
+			"bind 127.0.0.1",
+			"port " + strconv.Itoa(s.Port),
+			"dir " + s.dir,
+			`save ""`,
+			"appendonly no",
+			"protected-mode no",
+			"logfile " + filepath.Join(s.dir, "redis.log"),
+			// A replica's first sync starts at once, not after 5s.
+			"repl-diskless-sync-delay 0",
+		}
+		lines = append(lines, s.secureConfig(opts)...)
+		return append(lines, opts.Config...)
+	})
 	return s
 }
 
-func (s *Server) start() {
+// portTries bounds the ports run tries for one server.
+const portTries = 5
+
+// readyTimeout bounds the wait for a started process to serve.
+const readyTimeout = 10 * time.Second
+
+// run starts the server's process on a port from reserve, with the
+// configuration that config returns for s.Port (written to confName in
+// the server's directory), and kills it at cleanup. When the process
+// exits because another process listens on that port, run tries again
+// on a new port: nobody knows the server's address yet. Ports from
+// FreePort are not handed to other sockets by the kernel, but a program
+// that picks a port by listening on port 0, closing, and binding it again
+// can bind one of them in between.
+func (s *Server) run(reserve func(testing.TB) int, confName string, config func() []string) {
 	s.tb.Helper()
-	cmd := exec.Command(s.bin, append([]string{s.conf}, s.args...)...)
-	if err := cmd.Start(); err != nil {
-		s.tb.Fatalf("redistest: start redis-server: %v", err)
-	}
-	s.mu.Lock()
-	s.cmd = cmd
-	s.mu.Unlock()
-	go func() { _ = cmd.Wait() }()
-	if err := s.waitReady(10 * time.Second); err != nil {
+	s.conf = filepath.Join(s.dir, confName)
+	for try := 1; ; try++ {
+		s.Port = reserve(s.tb)
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
+		if err := os.WriteFile(s.conf, []byte(strings.Join(config(), "\n")+"\n"), 0o600); err != nil {
+			s.tb.Fatalf("redistest: write config: %v", err)
+		}
+		err := s.launch()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, errPortTaken) && try < portTries {
+			s.tb.Logf("redistest: %v; trying another port", err)
+			continue
+		}
 		s.tb.Fatalf("redistest: redis-server on %s: %v\n%s", s.Addr, err, s.Log())
 	}
+	// After reserve's cleanups: the process is gone before its port is
+	// released.
+	s.tb.Cleanup(s.Kill)
+}
+
+// errPortTaken is launch's error when redis-server could not bind its port
+// because another process listens on it.
+var errPortTaken = errors.New("another process listens on the port")
+
+// process is one run of redis-server.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited and been reaped
+	err    error         // cmd.Wait's result; read after exited is closed
+}
+
+// launch starts redis-server with s.conf and waits until it serves on
+// s.Addr itself: a PING must be answered, and the socket listening on
+// the port must be this process's. When it returns an error, the process
+// has exited.
+func (s *Server) launch() error {
+	logStart := len(s.Log())
+	cmd := exec.Command(s.bin, append([]string{s.conf}, s.args...)...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
+	err := s.waitReady(p, readyTimeout)
+	if err == nil {
+		return nil
+	}
+	s.Kill()
+	if log := s.Log(); len(log) >= logStart && portInUse(log[logStart:], s.Addr) {
+		return fmt.Errorf("%w: %s (redis-server: %v)", errPortTaken, s.Addr, p.err)
+	}
+	return err
+}
+
+// portInUse reports whether a redis-server log says that the server could
+// not listen on addr because the address is in use.
+func portInUse(log, addr string) bool {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, "listening socket "+addr+": bind: Address already in use") {
+			return true
+		}
+	}
+	return false
 }
 
 // Log returns the server's log file contents.
@@ -184,8 +259,8 @@ func (s *Server) tlsConfig() *tls.Config {
 func (s *Server) signal(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(sig)
+	if s.proc != nil {
+		_ = s.proc.cmd.Process.Signal(sig)
 	}
 }
 
@@ -196,86 +271,97 @@ func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
 // Resume continues a paused process.
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
-// Kill ends the process with SIGKILL and waits until its port is closed.
+// Kill ends the process with SIGKILL and waits until it has exited, and so
+// closed its sockets. The port stays reserved for the server until the
+// test ends.
 func (s *Server) Kill() {
-	s.signal(syscall.SIGCONT)
-	s.signal(syscall.SIGKILL)
 	s.mu.Lock()
-	s.cmd = nil
+	p := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	waitClosed(s.Addr, 5*time.Second)
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
 }
 
 // Restart kills the process and starts it again on the same port, with an
-// empty keyspace.
+// empty keyspace. It fails the test when another process listens on the
+// port meanwhile.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Kill()
-	s.start()
+	if err := s.launch(); err != nil {
+		s.tb.Fatalf("redistest: restart redis-server on %s: %v\n%s", s.Addr, err, s.Log())
+	}
 }
 
-// held is the set of ports FreePort has handed out to tests still running
-// in this process. A server keeps its port across Restart; while it is
-// down, the kernel may offer that port to another test's FreePort, whose
-// server would then answer on the restarted server's address.
-var held struct {
-	sync.Mutex
-	ports map[int]bool
-}
-
-// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago and
-// that no other running test of this process holds. The port is held until
-// tb ends.
+// FreePort returns a loopback port reserved until tb ends: a socket with
+// SO_REUSEADDR is bound to 127.0.0.1 and that port, and does not listen.
+// On Linux the kernel then hands the port to no bind to port 0 (a listener
+// on "127.0.0.1:0", as toxiproxy and httptest open) and to no outgoing
+// connection, in any process; a port that was merely free a moment ago
+// could be taken by another test before its server bound it, or while the
+// server restarts. A program given the port binds it all the same if it
+// sets SO_REUSEADDR, as redis-server and Go's net.Listen do; one that
+// does not gets "address already in use".
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("redistest: free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		held.Lock()
-		taken := held.ports[port]
-		if !taken {
-			if held.ports == nil {
-				held.ports = map[int]bool{}
-			}
-			held.ports[port] = true
-		}
-		held.Unlock()
-		if !taken {
-			tb.Cleanup(func() {
-				held.Lock()
-				delete(held.ports, port)
-				held.Unlock()
-			})
-			return port
-		}
+	fd, port, err := boundSocket(true)
+	if err != nil {
+		tb.Fatalf("redistest: free port: %v", err)
 	}
-	tb.Fatalf("redistest: no free port that this process does not hold after 100 tries")
-	return 0
+	tb.Cleanup(func() { syscall.Close(fd) })
+	return port
 }
 
 // ClosedAddr returns a loopback address where connections are refused
 // until tb ends: a socket is bound to the port but does not listen, so no
 // other process can take the port meanwhile (a port that was merely free a
 // moment ago may be listened on by another test by the time it is dialed).
+// Unlike FreePort's socket it has no SO_REUSEADDR, so no listener can bind
+// the port either.
 func ClosedAddr(tb testing.TB) string {
 	tb.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	fd, port, err := boundSocket(false)
 	if err != nil {
-		tb.Fatalf("redistest: closed address: socket: %v", err)
+		tb.Fatalf("redistest: closed address: %v", err)
 	}
 	tb.Cleanup(func() { syscall.Close(fd) })
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// boundSocket returns a TCP socket bound to 127.0.0.1 and a port the
+// kernel chose, not listening, with SO_REUSEADDR when reuse is set. It is
+// closed on exec, so redis-server processes do not inherit it.
+func boundSocket(reuse bool) (fd, port int, err error) {
+	syscall.ForkLock.RLock()
+	fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return 0, 0, fmt.Errorf("socket: %w", err)
+	}
+	if reuse {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			syscall.Close(fd)
+			return 0, 0, fmt.Errorf("SO_REUSEADDR: %w", err)
+		}
+	}
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		tb.Fatalf("redistest: closed address: bind: %v", err)
+		syscall.Close(fd)
+		return 0, 0, fmt.Errorf("bind: %w", err)
 	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {
-		tb.Fatalf("redistest: closed address: getsockname: %v", err)
+		syscall.Close(fd)
+		return 0, 0, fmt.Errorf("getsockname: %w", err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	return fd, sa.(*syscall.SockaddrInet4).Port, nil
 }
 
 // WaitReady polls addr with PING until it answers PONG (or refuses it with
@@ -291,8 +377,78 @@ func WaitReadyTLS(addr string, cfg *tls.Config, timeout time.Duration) error {
 	return waitPing(addr, cfg, "", timeout)
 }
 
-func (s *Server) waitReady(timeout time.Duration) error {
-	return waitPing(s.Addr, s.tlsConfig(), s.password, timeout)
+// waitReady polls s.Addr with PING until it is answered and the socket
+// listening on s.Port is p's, p exits, or timeout passes. Another process
+// may answer on the port while p starts: p then fails to bind it and
+// exits.
+func (s *Server) waitReady(p *process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("redis-server exited before it served: %v", p.err)
+		default:
+		}
+		last = ping(s.Addr, s.tlsConfig(), s.password)
+		if last == nil {
+			mine, known := listensOn(p.cmd.Process.Pid, s.Port)
+			if mine || !known {
+				return nil
+			}
+			last = fmt.Errorf("PING on %s was answered, but not by this redis-server (pid %d)", s.Addr, p.cmd.Process.Pid)
+		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("not ready after %v: %w", timeout, last)
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// listensOn reports whether process pid holds a socket listening on TCP
+// port, from Linux's /proc. known is false when /proc/net/tcp cannot be
+// read, so that it cannot tell.
+func listensOn(pid, port int) (listens, known bool) {
+	sockets := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		known = true
+		for line := range strings.Lines(string(b)) {
+			// sl local_address rem_address st ... inode, with the
+			// addresses as hex IP:port and st 0A for LISTEN.
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" {
+				continue
+			}
+			_, hexPort, ok := strings.Cut(f[1], ":")
+			if !ok {
+				continue
+			}
+			if n, err := strconv.ParseUint(hexPort, 16, 16); err == nil && int(n) == port {
+				sockets["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if !known || len(sockets) == 0 {
+		return false, known
+	}
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false, true
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && sockets[target] {
+			return true, true
+		}
+	}
+	return false, true
 }
 
 func waitPing(addr string, cfg *tls.Config, password string, timeout time.Duration) error {
@@ -360,16 +516,4 @@ func respCommand(args ...string) []byte {
 		b = append(b, "$"+strconv.Itoa(len(a))+"\r\n"+a+"\r\n"...)
 	}
 	return b
-}
-
-func waitClosed(addr string, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			return
-		}
-		conn.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -123,29 +122,23 @@ func StartSentinel(tb testing.TB, opts SentinelOptions) *Sentinel {
 func startSentinelProcess(tb testing.TB, opts SentinelOptions, primaryPort int) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb, "redis-server"), dir: tb.TempDir(), args: []string{"--sentinel"}}
-	s.Port = FreePort(tb)
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	name := opts.MasterName
-	lines := []string{
-		"bind 127.0.0.1",
-		"port " + strconv.Itoa(s.Port),
-		"dir " + s.dir,
-		"protected-mode no",
-		"logfile " + filepath.Join(s.dir, "redis.log"),
-		"sentinel announce-ip 127.0.0.1",
-		"sentinel announce-port " + strconv.Itoa(s.Port),
-		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", name, primaryPort, opts.Quorum),
-		fmt.Sprintf("sentinel down-after-milliseconds %s %d", name, opts.DownAfter.Milliseconds()),
-		fmt.Sprintf("sentinel failover-timeout %s %d", name, opts.FailoverTimeout.Milliseconds()),
-		fmt.Sprintf("sentinel parallel-syncs %s 1", name),
-	}
 	// Sentinel rewrites its configuration file, so it lives in dir.
-	s.conf = filepath.Join(s.dir, "sentinel.conf")
-	if err := os.WriteFile(s.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		tb.Fatalf("redistest: write sentinel config: %v", err)
-	}
-	s.start()
-	tb.Cleanup(s.Kill)
+	s.run(FreePort, "sentinel.conf", func() []string {
+		return []string{
+			"bind 127.0.0.1",
+			"port " + strconv.Itoa(s.Port),
+			"dir " + s.dir,
+			"protected-mode no",
+			"logfile " + filepath.Join(s.dir, "redis.log"),
+			"sentinel announce-ip 127.0.0.1",
+			"sentinel announce-port " + strconv.Itoa(s.Port),
+			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", name, primaryPort, opts.Quorum),
+			fmt.Sprintf("sentinel down-after-milliseconds %s %d", name, opts.DownAfter.Milliseconds()),
+			fmt.Sprintf("sentinel failover-timeout %s %d", name, opts.FailoverTimeout.Milliseconds()),
+			fmt.Sprintf("sentinel parallel-syncs %s 1", name),
+		}
+	})
 	return s
 }
 
