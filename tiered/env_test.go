@@ -132,6 +132,32 @@ func (o *observer) wait(t *testing.T, key string, timeout time.Duration) time.Ti
 	return at
 }
 
+// waitAppliedOrSync waits until an invalidation for key was applied or
+// the replica has done more than syncs syncs (a resync after a loss drops
+// every L1 active entry, so a missed message needs no replay).
+func (o *observer) waitAppliedOrSync(key string, syncs int, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		o.mu.Lock()
+		_, applied := o.seen[key]
+		done, synced := applied || o.syncs > syncs, o.synced
+		ch := make(chan struct{})
+		if !done {
+			o.waiters[key] = append(o.waiters[key], ch)
+		}
+		o.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-synced:
+		case <-deadline:
+			return fmt.Errorf("invalidation for %s neither applied nor followed by a resync within %v", key, timeout)
+		}
+	}
+}
+
 // waitFor is wait for goroutines other than the test's: it returns an
 // error instead of failing the test.
 func (o *observer) waitFor(key string, timeout time.Duration) (time.Time, error) {
