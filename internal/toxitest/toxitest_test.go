@@ -1,9 +1,11 @@
 package toxitest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,5 +123,152 @@ func TestStopClosesListenerEndsGoroutinesAndIsIdempotent(t *testing.T) {
 	}
 	if err := goleak.Find(before); err != nil {
 		t.Fatalf("goroutines left after Stop: %v", err)
+	}
+}
+
+// flood is a TCP endpoint pair driver: every connection it is given gets a
+// writer that sends data until the connection fails and a reader that
+// discards what arrives until then, then closes the connection.
+type flood struct {
+	wg      sync.WaitGroup
+	started chan struct{} // one value per connection, on its first byte read
+}
+
+func newFlood() *flood { return &flood{started: make(chan struct{}, 64)} }
+
+func (f *flood) run(c net.Conn) {
+	f.wg.Add(2)
+	go func() {
+		defer f.wg.Done()
+		buf := bytes.Repeat([]byte("x"), 4096)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer f.wg.Done()
+		defer c.Close()
+		buf := make([]byte, 4096)
+		first := true
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			if first {
+				first = false
+				f.started <- struct{}{}
+			}
+		}
+	}()
+}
+
+// wait waits until every connection has failed and been closed.
+func (f *flood) wait(t *testing.T, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: connections still open after 10s", what)
+	}
+}
+
+// floodServer listens on a free loopback port and floods every connection
+// it accepts.
+func floodServer(t *testing.T) (addr string, f *flood, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	f = newFlood()
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.run(c)
+		}
+	}()
+	return ln.Addr().String(), f, func() { ln.Close(); <-accepted }
+}
+
+// dialFlood opens n connections to addr that flood it, and waits until
+// each has received data.
+func dialFlood(t *testing.T, addr string, n int, f *flood) {
+	t.Helper()
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		f.run(c)
+	}
+}
+
+func awaitStarted(t *testing.T, f *flood, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-f.started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no data through the proxy within 10s")
+		}
+	}
+}
+
+// Removing a Blackhole while data is flowing through it in both
+// directions closes the connections and leaves no goroutine behind:
+// toxiproxy's own timeout toxic, once removed, left the stub in front of
+// it blocked forever on a send nobody received.
+func TestClearUnderTrafficLeavesNoGoroutines(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	addr, server, stopServer := floodServer(t)
+	p := Start(t, addr)
+	const n = 8
+	clients := newFlood()
+	dialFlood(t, p.Addr(), n, clients)
+	awaitStarted(t, clients, n)
+	awaitStarted(t, server, n)
+	p.Blackhole()
+	p.Clear()
+	clients.wait(t, "after Clear, clients")
+	server.wait(t, "after Clear, server side")
+	p.Stop()
+	stopServer()
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("goroutines left after Clear and Stop: %v", err)
+	}
+}
+
+// A ResetPeer that closes connections carrying a stream of data leaves no
+// goroutine behind: toxiproxy's own reset_peer toxic closed its stub on the
+// first chunk and left the stub in front of it blocked on the next.
+func TestResetPeerUnderTrafficLeavesNoGoroutines(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	addr, server, stopServer := floodServer(t)
+	p := Start(t, addr)
+	const n = 8
+	clients := newFlood()
+	dialFlood(t, p.Addr(), n, clients)
+	awaitStarted(t, clients, n)
+	awaitStarted(t, server, n)
+	p.ResetPeer()
+	clients.wait(t, "after ResetPeer, open clients")
+	// New connections are reset as soon as they send.
+	fresh := newFlood()
+	dialFlood(t, p.Addr(), n, fresh)
+	fresh.wait(t, "after ResetPeer, new clients")
+	server.wait(t, "after ResetPeer, server side")
+	p.Stop()
+	stopServer()
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("goroutines left after ResetPeer and Stop: %v", err)
 	}
 }
