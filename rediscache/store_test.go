@@ -52,8 +52,17 @@ func newClient(t testing.TB, addr string) *redis.Client {
 	return c
 }
 
+// testCallTimeout is newCache's CallTimeout when opts leaves it zero: a
+// loaded machine running -race can hold a call past the 250 ms default, and
+// a test not about timeouts must not fail on one. Tests of timeouts set
+// their own.
+const testCallTimeout = 2 * time.Second
+
 func newCache(t testing.TB, rdb redis.UniversalClient, opts Options) *Cache {
 	t.Helper()
+	if opts.CallTimeout == 0 {
+		opts.CallTimeout = testCallTimeout
+	}
 	c, err := New(rdb, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
