@@ -420,6 +420,41 @@ func (c *Cache) confirmIndexed(ctx context.Context, userID, id string) error {
 	return fmt.Errorf("the index lost the session since the index step: %w", ErrFillRefused)
 }
 
+// Unfill takes back the active records of ids, as Fill does when its
+// index check fails: a record whose status is still active loses its
+// fields, so the next lookup asks the backend; a revoked record stays. It
+// is for a caller whose recent fills may have landed after Redis lost data
+// (a restart without persistence, a failover): their backend answers were
+// read before the loss, and may predate a revocation Redis lost with it.
+// It returns how many records it took back; invalid ids are skipped. The
+// calls go in one pipeline bounded by Options.CallTimeout within ctx.
+func (c *Cache) Unfill(ctx context.Context, ids []string) (int, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, 0, len(ids))
+	for _, id := range ids {
+		if session.ValidateID(id) == nil {
+			// EVAL, not EVALSHA: after a restart Redis has no scripts.
+			cmds = append(cmds, unfillScript.Eval(cctx, pipe, []string{c.layout.SessionKey(id)}))
+		}
+	}
+	if len(cmds) == 0 {
+		return 0, nil
+	}
+	_, err := pipe.Exec(cctx)
+	n := 0
+	for _, cmd := range cmds {
+		if v, _ := cmd.Int(); v == 1 {
+			n++
+		}
+	}
+	if err != nil {
+		return n, fmt.Errorf("rediscache: unfill: %w", err)
+	}
+	return n, nil
+}
+
 // index runs the index script with check as its ARGV[4]: it returns the
 // Redis time in ms, or, when refused, minus the user's revocation time (0
 // for a marker that is not a time).

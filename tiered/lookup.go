@@ -150,8 +150,10 @@ func (c *Cache) fetch(id string) (flight, error) {
 		h(id)
 	}
 	// A fill older than half the fill window could land after a user-wide
-	// revocation's refusal window has passed: serve it, but cache nothing.
-	if c.opts.Now().Sub(start) > c.l2.FillWindow()/2 {
+	// revocation's refusal window has passed, and one begun before Redis
+	// lost data may predate a revocation lost with it (see recentFills):
+	// serve it, but cache nothing.
+	if c.opts.Now().Sub(start) > c.l2.FillWindow()/2 || c.recent.lostSince(start) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}
@@ -175,6 +177,9 @@ func (c *Cache) fetch(id string) (flight, error) {
 	switch {
 	case err == nil:
 		rec = stored
+		if rec.Status == session.StatusActive {
+			c.filled(ctx, id, start)
+		}
 	case errors.Is(err, rediscache.ErrFillRefused):
 		// A user-wide revocation of this user is recent. The backend
 		// now knows whether this session predates it: ask once more.
@@ -189,13 +194,17 @@ func (c *Cache) fetch(id string) (flight, error) {
 		c.stats.fillsRefused.Add(1)
 		var refused *rediscache.RefusedFill
 		errors.As(err, &refused)
+		againStart := c.opts.Now()
 		again, againTok, err := c.askAgain(ctx, id)
 		if err != nil {
 			return flight{rec: rec, tok: tok}, nil
 		}
 		if again.Status != session.StatusRevoked {
 			if refused != nil && c.ownRevocations(again, false).Status == session.StatusActive {
-				if _, err := c.l2.FillSince(ctx, again, refused.RevokedAtMS); err != nil && !errors.Is(err, rediscache.ErrFillRefused) {
+				switch stored, err := c.l2.FillSince(ctx, again, refused.RevokedAtMS); {
+				case err == nil && stored.Status == session.StatusActive:
+					c.filled(ctx, id, againStart)
+				case err != nil && !errors.Is(err, rediscache.ErrFillRefused):
 					c.stats.l2Errors.Add(1)
 				}
 			}

@@ -367,6 +367,7 @@ func (c *Cache) event(e rediscache.Event) {
 			n := c.l1.DropActive()
 			if e.Reason != rediscache.ReasonStart {
 				c.stats.resyncDrops.Add(1) // a start has nothing to drop
+				c.lossResynced()
 			}
 			c.opts.Logger.Info("session invalidation channel synced; dropped L1 active entries",
 				"reason", e.Reason, "dropped", n)

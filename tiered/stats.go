@@ -21,7 +21,8 @@ type Stats struct {
 	NotFound      int64 // backend answers "unknown id"
 	BackendFound  int64 // backend answers with a record
 	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent, or Redis ran the fill after its deadline
-	FillsSkipped  int64 // backend answers not cached: the call took too long
+	FillsSkipped  int64 // backend answers not cached: the call took too long, or began before Redis lost data
+	LossUnfills   int64 // active records this replica wrote to Redis and took back after Redis lost data
 	InvalidIDs    int64 // ids rejected before any I/O
 
 	RevocationsPublished int64 // revocations this replica wrote to Redis, each published once (by whichever replica wrote it first)
@@ -71,6 +72,7 @@ func (c *Cache) Stats() Stats {
 		BackendFound:         s.backendFound.Load(),
 		FillsRefused:         s.fillsRefused.Load(),
 		FillsSkipped:         s.fillsSkipped.Load(),
+		LossUnfills:          s.lossUnfills.Load(),
 		InvalidIDs:           s.invalidIDs.Load(),
 		RevocationsPublished: s.revocationsPublished.Load(),
 		RevokeRetries:        s.revokeRetries.Load(),
@@ -97,6 +99,7 @@ type counters struct {
 	l1Distrusted, negativeHits, l2Hits, l2Errors        atomic.Int64
 	backendCalls, backendErrors, notFound               atomic.Int64
 	fillsRefused, fillsSkipped, invalidIDs              atomic.Int64
+	lossUnfills                                         atomic.Int64
 	revocationsPublished, revokeRetries, revokeFailures atomic.Int64
 	revokeOwedFull, invalidationsApplied, channelLost   atomic.Int64
 	resyncs, resyncDrops, keysChanged, handRevocations  atomic.Int64

@@ -205,6 +205,7 @@ type Cache struct {
 	neg     *lru.Cache[string, time.Time] // id -> when the unknown answer expires
 	flights singleflight.Group
 	pending *pending
+	recent  recentFills
 	stats   counters
 	hooks   testHooks
 
@@ -288,6 +289,7 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tiered: %w", err)
 	}
+	c.recent.keepFor = c.StaleBound() + opts.FetchTimeout
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if clock != nil {
 		c.wg.Go(func() { clock.run(c.ctx) })

@@ -1,0 +1,65 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/galaxy-game/sessioncache/session"
+)
+
+// TestStaleFillAfterRedisLostDataIsTakenBack plays the order chaos seed
+// 527863804 found: a lookup's backend call reads a session active; the
+// backend revokes it and Redis holds the revocation; Redis restarts empty;
+// the stale answer then arrives and its fill writes "active" into the empty
+// Redis, where nothing says revoked any more. Once the replica has resynced
+// after the loss, Redis must not hold the session active, and every lookup
+// must answer revoked.
+func TestStaleFillAfterRedisLostDataIsTakenBack(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", testHooks{})
+	rec, _ := e.backend.NewSession("user-lost")
+	id := rec.DeviceSessionID
+
+	read, release := make(chan struct{}), make(chan struct{})
+	e.backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+		if got == id {
+			close(read)
+			<-release // the answer, read active, is held on its way
+		}
+	})
+	defer e.backend.SetBeforeRespond(nil)
+	syncs := a.obs.syncCount()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Lookup(context.Background(), id)
+		done <- err
+	}()
+	<-read
+	e.backend.SetBeforeRespond(nil)
+	e.backend.Revoke(id)
+	if err := e.rdb.HSet(ctx, e.layout.SessionKey(id), "status", "revoked").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Restart() // empty: the revocation is gone from Redis
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Lookup: %v", err)
+	}
+	a.obs.waitSync(t, syncs, a.StaleBound()+5*time.Second) // the replica noticed the loss
+	deadline := time.Now().Add(5 * time.Second)
+	for e.redisStatus(t, id) == "active" {
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis still holds the session active 5s after the resync (LossUnfills %d)", a.Stats().LossUnfills)
+		}
+		time.Sleep(time.Millisecond) // the take-back runs in the background
+	}
+	for i := range 2 {
+		got, err := a.Lookup(ctx, id)
+		if err != nil && !errors.Is(err, session.ErrNotFound) || err == nil && got.Status != session.StatusRevoked {
+			t.Fatalf("lookup %d after the resync = %+v, %v; want revoked", i, got, err)
+		}
+	}
+	t.Logf("stats: LossUnfills %d, FillsSkipped %d", a.Stats().LossUnfills, a.Stats().FillsSkipped)
+}
