@@ -80,3 +80,33 @@ func TestUnfillKeepsRevoked(t *testing.T) {
 		}
 	})
 }
+
+// TestUnfill checks Unfill over several records at once: active ones are
+// taken back, revoked ones stay, an invalid id is skipped, and it works on
+// a Redis that has just lost its script cache (a restart).
+func TestUnfill(t *testing.T) {
+	eachRedis(t, func(t *testing.T, r testRedis) {
+		c := newCache(t, r.rdb, Options{})
+		ctx := context.Background()
+		for _, id := range []string{"dev-x1", "dev-x2", "dev-x3"} {
+			if _, err := c.Fill(ctx, activeRecord(id, "user-x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.RevokeSession(ctx, "dev-x3"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Unfill(ctx, []string{"dev-x1", "dev-x3", "not valid!", "dev-missing"})
+		if err != nil || n != 1 {
+			t.Fatalf("Unfill = %d, %v; want 1, nil", n, err)
+		}
+		for id, want := range map[string]string{"dev-x1": "", "dev-x2": "active", "dev-x3": "revoked"} {
+			if got := r.rdb.HGet(ctx, "session:"+id, "status").Val(); got != want {
+				t.Errorf("status of %s after Unfill = %q, want %q", id, got, want)
+			}
+		}
+	})
+}
