@@ -80,9 +80,11 @@
 // publishes and seconds of fan-out; marking them takes about a second.
 //
 // The published bytes are exactly what session.Invalidation.MarshalJSON
-// produces for the returned message. A message is published even when the
-// session was revoked already, so a retried revocation reaches every
-// replica.
+// produces for the returned message. The message's number goes into the
+// session hash (field seq); a later RevokeSession of a hash revoked and
+// numbered that way publishes nothing and returns the earlier message, since
+// every replica received it or notices the gap in the numbers. So the
+// gateways that each hear of one revocation publish it once.
 //
 // # Subscriber
 //

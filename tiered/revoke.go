@@ -232,7 +232,8 @@ func isRefusal(err error) bool {
 // A revocation the primary wrote but its replicas did not acknowledge
 // (rediscache.ErrNotReplicated) is held by Redis: it is no longer owed, and
 // the error goes to the caller of Revoke, who decides (retrying it would
-// publish again every round while the new primary has no replica).
+// run the script and its WAIT again every round while the new primary has
+// no replica).
 func (c *Cache) writeRevocation(ctx context.Context, j revokeJob) error {
 	var m session.Invalidation
 	var err error
