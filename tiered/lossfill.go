@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 )
 
 // recentFills remembers the active records this replica wrote to Redis
@@ -48,6 +50,9 @@ func (r *recentFills) add(id string, start time.Time, now time.Time) (lost bool)
 
 // lostSince reports whether a loss was resynced after start.
 func (r *recentFills) lostSince(start time.Time) bool {
+	if mutation.Disabled(mutation.LossUnfill) {
+		return false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lossAt > start.UnixNano()
@@ -74,6 +79,9 @@ func (r *recentFills) lost(now time.Time) []string {
 // call begun at start, and takes it back at once if a loss was resynced
 // since start.
 func (c *Cache) filled(ctx context.Context, id string, start time.Time) {
+	if mutation.Disabled(mutation.LossUnfill) {
+		return
+	}
 	if c.recent.add(id, start, c.opts.Now()) {
 		c.unfill(ctx, []string{id})
 	}

@@ -195,10 +195,12 @@ func TestHistories(t *testing.T) {
 // read answered after the revocation's message arrived), every guard on:
 // the gap is detected at the next message and the lost one replayed, the
 // guarded fill keeps the tombstone, the L1 generation check stores the
-// late read as revoked; so 0 violations.
+// late read as revoked; and FaultLossFill (a backend answer read before a
+// revocation, filled after a restart lost it), which the take-back after
+// the loss removes; so 0 violations.
 func TestTargetedFaultHistories(t *testing.T) {
 	list := seeds(t, 30, 500)
-	sum := runHistories(t, HistoryConfig{Faults: []FaultKind{FaultDrop, FaultFillRace, FaultL1Race}, FaultRate: 0.6}, list, false)
+	sum := runHistories(t, HistoryConfig{Faults: []FaultKind{FaultDrop, FaultFillRace, FaultL1Race, FaultLossFill}, FaultRate: 0.6}, list, false)
 	t.Logf("%v", sum)
 	if sum.dropped == 0 {
 		t.Errorf("no message was dropped in %d histories", sum.histories)

@@ -80,10 +80,19 @@ const (
 	// for Length: Redis refuses every write that may grow memory
 	// (revocations and fills), and runs DEL and PUBLISH.
 	FaultOOM
+	// FaultLossFill forces a stale fill across a data loss on a new
+	// session (chaos seed 527863804): a replica misses it and asks the
+	// backend, which reads it active; before the answer arrives, the
+	// backend revokes it, an operator puts the revocation in Redis by hand,
+	// and Redis restarts empty. The answer then fills "active" into a Redis
+	// that no longer holds the revocation: only the take-back after the
+	// loss (tiered's recent fills) removes it. Not in DefaultFaults (it is
+	// one restart more): see TestTeeth and TestTargetedFaultHistories.
+	FaultLossFill
 )
 
 var faultNames = [...]string{"", "kill", "blackhole", "latency", "backend", "restart", "slow-answer", "fill-race", "l1-race", "drop",
-	"hand-revoke", "flush", "delete", "oom"}
+	"hand-revoke", "flush", "delete", "oom", "loss-fill"}
 
 func (k FaultKind) String() string {
 	if k <= 0 || int(k) >= len(faultNames) {
@@ -269,7 +278,7 @@ func plan(rng *rand.Rand, c HistoryConfig) ([]Fault, time.Duration) {
 			case FaultDrop:
 				f.At = between(d/10, 7*d/10)
 				f.Length = 300 * time.Millisecond
-			case FaultFillRace, FaultL1Race:
+			case FaultFillRace, FaultL1Race, FaultLossFill:
 				f.At = between(d/10, 7*d/10)
 				f.Length = 300 * time.Millisecond
 			case FaultBlackhole:
@@ -587,6 +596,43 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 				// The drop may have taken a client's message instead: a
 				// next message lets the gap be seen.
 				revoke(Revocation{}, func(ctx context.Context) error { return other.Cache.Revoke(ctx, "chaos-next-message") })
+			}})
+		case FaultLossFill:
+			acts = append(acts, action{f.At, func() {
+				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
+				id := rec.DeviceSessionID
+				p.add(id)
+				revoked := make(chan Revocation, 1)
+				var once sync.Once
+				env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+					if got != id {
+						return
+					}
+					once.Do(func() {
+						rv := revoke(backendRevoke(env, f.Replica, id), func(ctx context.Context) error {
+							call := time.Now()
+							err := env.Admin.HSet(ctx, env.Layout.SessionKey(id), "status", "revoked").Err()
+							if err == nil {
+								env.Recorder.Operator(L2Revoke, id, call, time.Now())
+							}
+							return err
+						})
+						call := time.Now()
+						env.Restart()
+						env.Recorder.Flush(call, time.Now())
+						revoked <- rv
+					})
+				})
+				l := lookup(r, f.Replica, id)
+				env.Backend.SetBeforeRespond(nil)
+				lg.mu.Lock()
+				lg.lookups = append(lg.lookups, l)
+				select {
+				case rv := <-revoked:
+					lg.revocations = append(lg.revocations, rv)
+				default: // the backend was not asked (a fault made the lookup fail first)
+				}
+				lg.mu.Unlock()
 			}})
 		case FaultL1Race:
 			ri := (f.Replica + 1) % len(env.Replicas)

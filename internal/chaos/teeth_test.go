@@ -22,7 +22,9 @@ import (
 //   - Resync: a blackhole, a CLIENT KILL and a restart in every history;
 //   - GapDetection: FaultDrop, a message lost on a live connection;
 //   - Tracking: FaultHandRevoke, an operator's HSET status revoked with
-//     no message.
+//     no message;
+//   - LossUnfill: FaultLossFill, a backend answer read before a revocation
+//     and filled after a restart lost it.
 //
 // Run it with
 //
@@ -40,6 +42,7 @@ func TestTeeth(t *testing.T) {
 		// only on a Redis without tracking.
 		{mutation.GapDetection, HistoryConfig{Env: Config{Untracked: true}, Faults: []FaultKind{FaultDrop}, FaultRate: 1}},
 		{mutation.Tracking, HistoryConfig{Faults: []FaultKind{FaultHandRevoke}, FaultRate: 1}},
+		{mutation.LossUnfill, HistoryConfig{Faults: []FaultKind{FaultLossFill}, FaultRate: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.guard.String(), func(t *testing.T) {

@@ -50,11 +50,15 @@ const (
 	// eviction, flushes. Disabled, the subscriber does not ask for it and
 	// runs on the channel alone, as on a Redis without tracking.
 	Tracking
+	// LossUnfill is tiered's take-back of its recent fills after Redis
+	// lost data (a resync after a loss). Disabled, fills are neither taken
+	// back nor withheld.
+	LossUnfill
 
 	numGuards = iota
 )
 
-var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection", "Tracking"}
+var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection", "Tracking", "LossUnfill"}
 
 // String returns the guard's name, for example "GuardedFill".
 func (g Guard) String() string {
@@ -66,5 +70,5 @@ func (g Guard) String() string {
 
 // Guards lists every guard, in declaration order.
 func Guards() []Guard {
-	return []Guard{GuardedFill, L1Generation, Resync, GapDetection, Tracking}
+	return []Guard{GuardedFill, L1Generation, Resync, GapDetection, Tracking, LossUnfill}
 }

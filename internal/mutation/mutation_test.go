@@ -12,8 +12,9 @@ func TestGuardString(t *testing.T) {
 		{Resync, "Resync"},
 		{GapDetection, "GapDetection"},
 		{Tracking, "Tracking"},
+		{LossUnfill, "LossUnfill"},
 		{0, "Guard(0)"},
-		{numGuards + 1, "Guard(6)"},
+		{numGuards + 1, "Guard(7)"},
 	}
 	for _, tc := range tests {
 		if got := tc.g.String(); got != tc.want {
