@@ -482,6 +482,46 @@ func lookup(r *Replica, ri int, id string) Lookup {
 	return l
 }
 
+// handRevoke returns an operator's revocation of id: a hand HSET status
+// revoked, recorded as an operator's L2 write.
+func handRevoke(env *Env, id string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		call := time.Now()
+		err := env.Admin.HSet(ctx, env.Layout.SessionKey(id), "status", "revoked").Err()
+		if err == nil {
+			env.Recorder.Operator(L2Revoke, id, call, time.Now())
+		}
+		return err
+	}
+}
+
+// answerLate opens a session and looks it up on replica r (index ri) with
+// the backend's answer, read active, held until during(id) has run: the
+// answer arrives after whatever during does. It records the lookup and the
+// revocation during returns.
+func answerLate(env *Env, r *Replica, ri int, rng *rand.Rand, users int, p *pool, lg *opLog, during func(id string) Revocation) {
+	rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
+	id := rec.DeviceSessionID
+	p.add(id)
+	revoked := make(chan Revocation, 1)
+	var once sync.Once
+	env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+		if got == id {
+			once.Do(func() { revoked <- during(id) })
+		}
+	})
+	l := lookup(r, ri, id)
+	env.Backend.SetBeforeRespond(nil)
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	lg.lookups = append(lg.lookups, l)
+	select {
+	case rv := <-revoked:
+		lg.revocations = append(lg.revocations, rv)
+	default: // the backend was not asked (a fault made the lookup fail first)
+	}
+}
+
 // action is one step of the fault schedule.
 type action struct {
 	at time.Duration
@@ -543,14 +583,7 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 		case FaultHandRevoke:
 			id, ri := p.pick(rng), f.Replica
 			acts = append(acts, action{f.At, func() {
-				rv := revoke(backendRevoke(env, ri, id), func(ctx context.Context) error {
-					call := time.Now()
-					err := env.Admin.HSet(ctx, env.Layout.SessionKey(id), "status", "revoked").Err()
-					if err == nil {
-						env.Recorder.Operator(L2Revoke, id, call, time.Now())
-					}
-					return err
-				})
+				rv := revoke(backendRevoke(env, ri, id), handRevoke(env, id))
 				lg.mu.Lock()
 				lg.revocations = append(lg.revocations, rv)
 				lg.mu.Unlock()
@@ -567,31 +600,11 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 			ri := (f.Replica + 1) % len(env.Replicas)
 			other := env.Replicas[ri]
 			acts = append(acts, action{f.At, func() {
-				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
-				id := rec.DeviceSessionID
-				p.add(id)
-				revoked := make(chan Revocation, 1)
-				var once sync.Once
-				env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
-					if got != id {
-						return
-					}
-					once.Do(func() {
-						r.Sub.DropNext(1)
-						revoked <- revoke(backendRevoke(env, ri, id),
-							func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
-					})
+				answerLate(env, r, f.Replica, rng, users, p, lg, func(id string) Revocation {
+					r.Sub.DropNext(1)
+					return revoke(backendRevoke(env, ri, id),
+						func(ctx context.Context) error { return other.Cache.Revoke(ctx, id) })
 				})
-				l := lookup(r, f.Replica, id)
-				env.Backend.SetBeforeRespond(nil)
-				lg.mu.Lock()
-				lg.lookups = append(lg.lookups, l)
-				select {
-				case rv := <-revoked:
-					lg.revocations = append(lg.revocations, rv)
-				default: // the backend was not asked (a fault made the lookup fail first)
-				}
-				lg.mu.Unlock()
 			}}, action{f.At + f.Length, func() {
 				// The drop may have taken a client's message instead: a
 				// next message lets the gap be seen.
@@ -599,40 +612,13 @@ func injectFaults(t testing.TB, env *Env, faults []Fault, start time.Time, users
 			}})
 		case FaultLossFill:
 			acts = append(acts, action{f.At, func() {
-				rec, _ := env.Backend.NewSession(fmt.Sprintf("user-%d", rng.IntN(users)))
-				id := rec.DeviceSessionID
-				p.add(id)
-				revoked := make(chan Revocation, 1)
-				var once sync.Once
-				env.Backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
-					if got != id {
-						return
-					}
-					once.Do(func() {
-						rv := revoke(backendRevoke(env, f.Replica, id), func(ctx context.Context) error {
-							call := time.Now()
-							err := env.Admin.HSet(ctx, env.Layout.SessionKey(id), "status", "revoked").Err()
-							if err == nil {
-								env.Recorder.Operator(L2Revoke, id, call, time.Now())
-							}
-							return err
-						})
-						call := time.Now()
-						env.Restart()
-						env.Recorder.Flush(call, time.Now())
-						revoked <- rv
-					})
+				answerLate(env, r, f.Replica, rng, users, p, lg, func(id string) Revocation {
+					rv := revoke(backendRevoke(env, f.Replica, id), handRevoke(env, id))
+					call := time.Now()
+					env.Restart()
+					env.Recorder.Flush(call, time.Now())
+					return rv
 				})
-				l := lookup(r, f.Replica, id)
-				env.Backend.SetBeforeRespond(nil)
-				lg.mu.Lock()
-				lg.lookups = append(lg.lookups, l)
-				select {
-				case rv := <-revoked:
-					lg.revocations = append(lg.revocations, rv)
-				default: // the backend was not asked (a fault made the lookup fail first)
-				}
-				lg.mu.Unlock()
 			}})
 		case FaultL1Race:
 			ri := (f.Replica + 1) % len(env.Replicas)
