@@ -412,9 +412,7 @@ func (c *Cache) confirmIndexed(ctx context.Context, userID, id string) error {
 		return nil
 	}
 	c.store.fillsRefused.Add(1)
-	cctx, cancel = c.call(ctx)
-	defer cancel()
-	if err := unfillScript.Run(cctx, c.rdb, []string{c.layout.SessionKey(id)}).Err(); err != nil {
+	if _, err := c.Unfill(ctx, []string{id}); err != nil {
 		return fmt.Errorf("the index lost the session since the index step; remove the record: %w", err)
 	}
 	return fmt.Errorf("the index lost the session since the index step: %w", ErrFillRefused)
