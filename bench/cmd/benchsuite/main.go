@@ -3,8 +3,10 @@
 // measured in the same run, A/B interleaved over several rounds, with a
 // 95% bootstrap confidence interval; the hit-ratio table; the mixed
 // workload against rueidis and go-redis/cache; backend protection; memory;
-// the scale curve as a table and a PNG; and the fan-out scale curve (10 to
-// 1,000 subscribers on one redis-server) as a table and a PNG.
+// the scale curve as a table and a PNG; the fan-out scale curve (10 to
+// 1,000 subscribers on one redis-server) as a table and a PNG; and the
+// revocation storms (a user-wide revocation of 100,000 sessions, and 10,000
+// single revocations from one replica).
 //
 // Run it from the bench module (`make bench` at the repository root does):
 //
@@ -18,6 +20,9 @@
 //	              fan-out plot is fanout.png beside it
 //	-rounds n     interleaved rounds per comparison (default 10)
 //	-quick        short phases and a small scale curve, to try the suite
+//	-only regexp  run only the steps whose name matches (the build always
+//	              runs), to try a step; such a run writes the report and
+//	              the plots only where -out and -png name them
 //
 // It needs go and redis-server on the PATH; the library's benchmarks start
 // their own redis-server processes, and the suite starts one more for the
@@ -34,6 +39,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -46,9 +52,10 @@ func main() {
 	flag.StringVar(&cfg.png, "png", "", "the scale plot (default <root>/bench/scale.png)")
 	flag.IntVar(&cfg.rounds, "rounds", 10, "interleaved rounds per comparison")
 	flag.BoolVar(&cfg.quick, "quick", false, "short phases and a small scale curve")
+	flag.StringVar(&cfg.only, "only", "", "run only the steps whose name matches this regexp")
 	flag.Parse()
 	if flag.NArg() > 0 || cfg.rounds < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchsuite [-root dir] [-out file] [-png file] [-rounds n>=2] [-quick]")
+		fmt.Fprintln(os.Stderr, "usage: benchsuite [-root dir] [-out file] [-png file] [-rounds n>=2] [-quick] [-only regexp]")
 		os.Exit(2)
 	}
 	cfg.command = "go run ./cmd/benchsuite" + strings.TrimPrefix(strings.Join(os.Args, " "), os.Args[0])
@@ -65,7 +72,52 @@ type config struct {
 	root, out, png string
 	rounds         int
 	quick          bool
+	only           string // a regexp of step names; "" runs them all
 	command        string
+}
+
+// step is one step of the suite.
+type step struct {
+	name string
+	f    func(context.Context) error
+}
+
+// steps returns the suite's steps in the order they run.
+func (s *suite) steps() []step {
+	return []step{
+		{"build the library's benchmark binaries", s.build},
+		{"L1 hit, L2 hit and fan-out, interleaved rounds", s.runLibraryRounds},
+		{"mixed workload against the peers", s.runMixed},
+		{"hit-ratio table", s.runHitRatio},
+		{"memory", s.runMemory},
+		{"backend protection", s.runProtection},
+		{"scale curve", s.runScale},
+		{"fan-out scale curve", s.runFanoutScale},
+		{"revocation storms", s.runStorms},
+		{"profiles of the targets that are short", s.runProfiles},
+	}
+}
+
+// selectSteps returns the build and the other steps whose name matches
+// only; all of them if only is "".
+func selectSteps(steps []step, only string) ([]step, error) {
+	if only == "" {
+		return steps, nil
+	}
+	re, err := regexp.Compile(only)
+	if err != nil {
+		return nil, fmt.Errorf("-only: %w", err)
+	}
+	sel := steps[:1:1]
+	for _, st := range steps[1:] {
+		if re.MatchString(st.name) {
+			sel = append(sel, st)
+		}
+	}
+	if len(sel) == 1 {
+		return nil, fmt.Errorf("-only %q matches no step", only)
+	}
+	return sel, nil
 }
 
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
@@ -77,11 +129,19 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-root %s is not the repository root: %w", cfg.root, err)
 	}
 	cfg.root = root
+	// A run of some steps writes files only where it is told to.
+	writeReport := cfg.only == "" || cfg.out != ""
+	writePlots := cfg.only == "" || cfg.png != ""
 	if cfg.out == "" {
 		cfg.out = filepath.Join(root, "BENCHMARKS.md")
 	}
 	if cfg.png == "" {
 		cfg.png = filepath.Join(root, "bench", "scale.png")
+	}
+	s := &suite{cfg: cfg, log: stderr}
+	steps, err := selectSteps(s.steps(), cfg.only)
+	if err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "benchsuite-")
 	if err != nil {
@@ -89,7 +149,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	s := &suite{cfg: cfg, tmp: tmp, log: stderr, start: time.Now()}
+	s.tmp, s.start = tmp, time.Now()
 	defer func() {
 		if s.server != nil {
 			s.server.Close()
@@ -97,20 +157,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 	s.machine = readMachine(ctx)
 	s.logf("machine: %d CPUs (%s), %s, %s; load average %s", s.machine.nproc, s.machine.cpu, s.machine.goVersion, s.machine.redis, s.machine.loadStart)
-	steps := []struct {
-		name string
-		f    func(context.Context) error
-	}{
-		{"build the library's benchmark binaries", s.build},
-		{"L1 hit, L2 hit and fan-out, interleaved rounds", s.runLibraryRounds},
-		{"mixed workload against the peers", s.runMixed},
-		{"hit-ratio table", s.runHitRatio},
-		{"memory", s.runMemory},
-		{"backend protection", s.runProtection},
-		{"scale curve", s.runScale},
-		{"fan-out scale curve", s.runFanoutScale},
-		{"profiles of the targets that are short", s.runProfiles},
-	}
 	for _, st := range steps {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -133,17 +179,27 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	s.elapsed = time.Since(s.start)
 	targets := s.targets()
 	printTargets(stdout, targets)
-	if err := s.writePlot(); err != nil {
-		return err
+	if writePlots {
+		if err := s.writePlot(); err != nil {
+			return err
+		}
+		if err := s.writeFanoutPlot(); err != nil {
+			return err
+		}
 	}
-	if err := s.writeFanoutPlot(); err != nil {
-		return err
+	if !writeReport {
+		s.logf("ran %d of %d steps in %v; -out names no report, none written", len(steps), len(s.steps()), s.elapsed.Round(time.Second))
+		return nil
 	}
 	report := s.report(targets)
 	if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
 		return err
 	}
-	s.logf("wrote %s, %s and %s in %v", cfg.out, cfg.png, s.fanoutPNG(), s.elapsed.Round(time.Second))
+	if writePlots {
+		s.logf("wrote %s, %s and %s in %v", cfg.out, cfg.png, s.fanoutPNG(), s.elapsed.Round(time.Second))
+	} else {
+		s.logf("wrote %s in %v", cfg.out, s.elapsed.Round(time.Second))
+	}
 	return nil
 }
 

@@ -79,6 +79,18 @@ func fakeSuite() *suite {
 			{System: bench.SystemGoCache, Throughput: 130_000, HitP50: 1500 * time.Nanosecond, HitP99: 20 * time.Microsecond, LookupP99: 900 * time.Microsecond},
 		})
 	}
+	s.storm = results{
+		"BenchmarkRevokeUserStorm": {
+			{"revoke-ms": 600, "messages": 1, "slowest-ms": 4.8, "lookup-p99-us": 150, "base-p99-us": 100},
+			{"revoke-ms": 650, "messages": 1, "slowest-ms": 5.1, "lookup-p99-us": 170, "base-p99-us": 110},
+			{"revoke-ms": 700, "messages": 1, "slowest-ms": 5.0, "lookup-p99-us": 160, "base-p99-us": 100},
+		},
+		"BenchmarkMassRevocation": {
+			{"held-per-s": 80_000, "applied-per-s": 70_000, "fanout-p50-us": 1500, "fanout-p99-us": 6000, "raw-per-s": 160_000, "raw-p99-us": 5000},
+			{"held-per-s": 82_000, "applied-per-s": 72_000, "fanout-p50-us": 1400, "fanout-p99-us": 7000, "raw-per-s": 150_000, "raw-p99-us": 5500},
+			{"held-per-s": 78_000, "applied-per-s": 68_000, "fanout-p50-us": 1600, "fanout-p99-us": 6500, "raw-per-s": 155_000, "raw-p99-us": 5200},
+		},
+	}
 	s.scale = []bench.ScalePoint{{Sessions: 10_000, L1: 1_000, HitRatio: 0.8, LookupsPerSec: 3e5, L2PerSec: 6e4}}
 	for _, n := range []int{10, 100, 1000} {
 		s.fanout = append(s.fanout, bench.FanoutPoint{Subscribers: n, Revocations: 1000, P50: time.Duration(n) * time.Microsecond,
@@ -96,12 +108,109 @@ func TestTargetsJudgeEachFigure(t *testing.T) {
 			t.Errorf("target %s (%s) not measured from complete results", tg.key, tg.what)
 		}
 	}
+	for _, key := range []string{"10a", "10b", "10c", "10d", "10e", "10f"} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("target %s missing", key)
+		}
+	}
 	for key, want := range map[string]bool{"1a": true, "1b": true, "1c": true, "2": true, "3a": false, "3b": false,
 		"3c": true, "3d": true, "3e": false, "3f": true, "3g": true, "3h": true, "4": true,
-		"5a": true, "5b": true, "5c": true, "5d": true, "5e": true, "6a": true, "6b": true, "7a": true, "9": true} {
+		"5a": true, "5b": true, "5c": true, "5d": true, "5e": true, "6a": true, "6b": true, "7a": true, "9": true,
+		"10a": true, "10b": true, "10c": true, "10d": true, "10e": true, "10f": true} {
 		if got[key] != want {
 			t.Errorf("target %s ok = %v, want %v", key, got[key], want)
 		}
+	}
+}
+
+// TestStormTargets moves one figure of one round of the revocation storms
+// past its goal at a time: its row, and only its row, turns short.
+func TestStormTargets(t *testing.T) {
+	for _, c := range []struct {
+		key, name, unit string
+		v               float64
+		figure          string // the row's figure after the change
+	}{
+		// A median over three rounds moves only with two of them.
+		{"10a", "BenchmarkRevokeUserStorm", "revoke-ms", 1200, "1200 ms"},
+		{"10b", "BenchmarkRevokeUserStorm", "messages", 2, "1 to 2"},
+		{"10b", "BenchmarkRevokeUserStorm", "messages", 0, "0 to 1"},
+		{"10c", "BenchmarkRevokeUserStorm", "slowest-ms", 80, "80.0 ms"},
+		{"10d", "BenchmarkRevokeUserStorm", "lookup-p99-us", 250, "2.27×"},
+		{"10e", "BenchmarkMassRevocation", "applied-per-s", 40_000, "40,000/s"},
+		{"10f", "BenchmarkMassRevocation", "fanout-p99-us", 12_000, "12.0 ms"},
+	} {
+		s := fakeSuite()
+		smps := s.storm[c.name]
+		rounds := []int{0, 1}
+		if c.key == "10b" {
+			rounds = rounds[:1] // judged on every round
+		}
+		for _, i := range rounds {
+			smps[i][c.unit] = c.v
+		}
+		for _, tg := range s.targets() {
+			if !strings.HasPrefix(tg.key, "10") {
+				continue
+			}
+			if want := tg.key != c.key; tg.ok != want {
+				t.Errorf("%s of %s set to %g: target %s ok = %v, want %v", c.unit, c.name, c.v, tg.key, tg.ok, want)
+			}
+			if tg.key == c.key {
+				if tg.figure != c.figure {
+					t.Errorf("%s of %s set to %g: target %s figure = %q, want %q", c.unit, c.name, c.v, tg.key, tg.figure, c.figure)
+				}
+				if !strings.Contains(tg.why, "revocation storms") {
+					t.Errorf("target %s why = %q, want the pointer to the storms' section", tg.key, tg.why)
+				}
+			}
+		}
+	}
+
+	// Without the storms' results every row is there, unmeasured and short.
+	s := fakeSuite()
+	s.storm = nil
+	n := 0
+	for _, tg := range s.targets() {
+		if strings.HasPrefix(tg.key, "10") {
+			n++
+			if tg.ok || tg.figure != "n/a" {
+				t.Errorf("target %s without results: figure %q, ok %v; want n/a, short", tg.key, tg.figure, tg.ok)
+			}
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d storm targets without results, want 6", n)
+	}
+}
+
+func TestGrouped(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999.6: "1,000", 18513.2: "18,513", 1234567: "1,234,567", -50000: "-50,000"} {
+		if got := grouped(v); got != want {
+			t.Errorf("grouped(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestSelectSteps(t *testing.T) {
+	s := fakeSuite()
+	all := s.steps()
+	if got, err := selectSteps(all, ""); err != nil || len(got) != len(all) {
+		t.Errorf("selectSteps(all, \"\") = %d steps, %v; want %d", len(got), err, len(all))
+	}
+	got, err := selectSteps(all, "storm")
+	if err != nil || len(got) != 2 || got[0].name != all[0].name || got[1].name != "revocation storms" {
+		var names []string
+		for _, st := range got {
+			names = append(names, st.name)
+		}
+		t.Errorf("selectSteps(all, \"storm\") = %q, %v; want the build and the revocation storms", names, err)
+	}
+	if _, err := selectSteps(all, "no such step"); err == nil {
+		t.Error("selectSteps with a pattern that matches nothing: no error")
+	}
+	if _, err := selectSteps(all, "("); err == nil {
+		t.Error("selectSteps with a bad regexp: no error")
 	}
 }
 
@@ -110,7 +219,10 @@ func TestReportNamesShortTargetsAndMachine(t *testing.T) {
 	s.machine = machine{nproc: 2, gomaxprocs: 2, cpu: "Test CPU", goVersion: "go version test", redis: "Redis server v=7.0.15"}
 	report := s.report(s.targets())
 	for _, want := range []string{"## Targets", "| 3a |", "**short**", "### Short targets", "Test CPU", "go version test", "Redis server v=7.0.15", "go run ./cmd/benchsuite", "![scale curve](bench/scale.png)",
-		"| 3d |", "**met**", "| 64 | rueidis |", "![fan-out scale](bench/fanout.png)", "| 1k | 1000 µs |"} {
+		"| 3d |", "**met**", "| 64 | rueidis |", "![fan-out scale](bench/fanout.png)", "| 1k | 1000 µs |",
+		"## Revocation storms", "| 10d | Other users' lookup p99 during that revocation / before it (median of per-round ratios) | 1.55× |",
+		"| 10e |", "| 3 | 700 ms | 1 | 5.0 ms | 160 µs | 100 µs | 1.60× |", "| 2 | 82,000/s | 72,000/s | 1.4 ms | 7.0 ms | 150,000/s | 5.5 ms |",
+		"go test -run '^$' -bench BenchmarkRevokeUserStorm -benchtime=1x ./rediscache/", "go test -run '^$' -bench BenchmarkMassRevocation -benchtime=1x ./tiered/"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -129,9 +131,54 @@ func (s *suite) targets() []target {
 		t.figure, t.ok = fmt.Sprintf("%d points (table, fanout.png)", len(s.fanout)), true
 	}
 	ts = append(ts, t)
+	ts = append(ts, s.stormTargets()...)
 	for i := range ts {
 		ts[i].why = s.why(ts[i])
 	}
+	return ts
+}
+
+// stormTargets are the targets of the revocation storms: a user-wide
+// revocation (BenchmarkRevokeUserStorm) and many single revocations from
+// one replica (BenchmarkMassRevocation), a sample per round.
+func (s *suite) stormTargets() []target {
+	const user, mass = "BenchmarkRevokeUserStorm", "BenchmarkMassRevocation"
+	var ts []target
+	// median is a target on the median over the rounds, times scale.
+	median := func(key, what, name, unit, goal string, scale float64, format string, ok func(float64) bool) target {
+		t := target{key: key, what: what, goal: goal, figure: "n/a"}
+		if v := s.storm.values(name, unit); len(v) > 0 {
+			m := bench.Median(v) * scale
+			t.figure, t.ok = fmt.Sprintf(format, m), ok(m)
+			if strings.Contains(format, "%s") {
+				t.figure = fmt.Sprintf(format, grouped(m))
+			}
+		}
+		return t
+	}
+	ts = append(ts, median("10a", "User-wide revocation of 100,000 sessions: RevokeUser's time (median over the rounds)",
+		user, "revoke-ms", "≤ 1000 ms", 1, "%.0f ms", func(m float64) bool { return m <= 1000 }))
+	t := target{key: "10b", what: "Messages a subscriber receives for that revocation (every round)", goal: "1", figure: "n/a"}
+	if v := s.storm.values(user, "messages"); len(v) > 0 {
+		lo, hi := slices.Min(v), slices.Max(v)
+		t.figure, t.ok = fmt.Sprintf("%g", lo), lo == 1 && hi == 1
+		if lo != hi {
+			t.figure = fmt.Sprintf("%g to %g", lo, hi)
+		}
+	}
+	ts = append(ts, t)
+	ts = append(ts, median("10c", "Longest Redis command during that revocation (SLOWLOG; median over the rounds)",
+		user, "slowest-ms", "≤ 50 ms", 1, "%.1f ms", func(m float64) bool { return m <= 50 }))
+	t = target{key: "10d", what: "Other users' lookup p99 during that revocation / before it (median of per-round ratios)", goal: "≤ 2.00×", figure: "n/a"}
+	if rs := perRound(s.storm.values(user, "lookup-p99-us"), s.storm.values(user, "base-p99-us")); len(rs) > 0 {
+		m, lo, hi := bench.MedianCI(rs, 21)
+		t.figure, t.ci, t.ok = ratio(m), interval(lo, hi), m <= 2
+	}
+	ts = append(ts, t)
+	ts = append(ts, median("10e", "Mass revocation of 10,000 single sessions from one replica: revocations per second until 3 other replicas applied them all (median over the rounds)",
+		mass, "applied-per-s", "≥ 50,000/s", 1, "%s/s", func(m float64) bool { return m >= 50_000 }))
+	ts = append(ts, median("10f", "Mass revocation fan-out p99, from a message's Redis time to a replica's L1 (median over the rounds)",
+		mass, "fanout-p99-us", "≤ 10 ms", 1e-3, "%.1f ms", func(m float64) bool { return m <= 10 }))
 	return ts
 }
 
@@ -281,6 +328,8 @@ func (s *suite) why(t target) string {
 		return "Not measured in this run (see the log of the suite)."
 	}
 	switch {
+	case strings.HasPrefix(t.key, "10"):
+		return "The per-round figures and the commands that reproduce them are in the section on the revocation storms."
 	case strings.HasPrefix(t.key, "1"):
 		return "An L1 hit takes L1's lock, a map lookup and a list move, as golang-lru does; on top of that it reads L1's clock (a coarse clock refreshed every 10 ms), compares the status and copies the record twice. On a shared two-core machine parallel runs vary widely from round to round; the interval shows it."
 	case t.key == "3d":
@@ -465,6 +514,7 @@ func (s *suite) report(ts []target) string {
 	s.reportProtectionMemory(&b)
 	s.reportScale(&b)
 	s.reportFanoutScale(&b)
+	s.reportStorms(&b)
 	s.reportChanges(&b)
 	return b.String()
 }
@@ -594,6 +644,66 @@ func (s *suite) reportFanoutScale(b *strings.Builder) {
 		p("| %d | %s | %s | %s | %s |\n", i/len(subs)+1, humanInt(pt.Subscribers), us(pt.P50), us(pt.P99), us(pt.CPUPerRevocation))
 	}
 	p("\n")
+}
+
+// reportStorms writes the per-round figures of the revocation storms.
+func (s *suite) reportStorms(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## Revocation storms\n\n")
+	p("Each of %d rounds runs `rediscache`'s `BenchmarkRevokeUserStorm`, then `tiered`'s `BenchmarkMassRevocation`,\n", s.stormRounds())
+	p("each for one iteration (`-test.benchtime 1x`: the iteration is the whole storm) and each on a redis-server\n")
+	p("of its own. Targets 10a to 10f are judged on the medians over the rounds (10b on every round, 10d on the\n")
+	p("median of the per-round ratios). From the repository root, one round of each:\n\n")
+	p("```\ngo test -run '^$' -bench BenchmarkRevokeUserStorm -benchtime=1x ./rediscache/\n")
+	p("go test -run '^$' -bench BenchmarkMassRevocation -benchtime=1x ./tiered/\n```\n\n")
+
+	p("`BenchmarkRevokeUserStorm`: `RevokeUser` of a user with 100,000 active sessions (hashes and the user's\n")
+	p("index written beforehand in pipelines), timed from the call to its return. A subscriber of the\n")
+	p("invalidation channel counts the messages it receives until none arrives for 2 s. The slowest command is\n")
+	p("the longest entry of SLOWLOG (`slowlog-log-slower-than 1000`, reset after the sessions are written; 0 when\n")
+	p("no command took 1 ms or more). Meanwhile one goroutine reads the 1,000 sessions of another user one after\n")
+	p("another through the same cache (`Get`, Redis only); the p99 (nearest rank) of these reads during the call\n")
+	p("is set against the p99 of 2,000 such reads just before it.\n\n")
+	p("| round | RevokeUser | messages | slowest command | other lookups p99 during | before | ratio |\n|---|---|---|---|---|---|---|\n")
+	for i, smp := range s.storm["BenchmarkRevokeUserStorm"] {
+		ratio := "n/a"
+		if smp["base-p99-us"] > 0 {
+			ratio = fmt.Sprintf("%.2f×", smp["lookup-p99-us"]/smp["base-p99-us"])
+		}
+		p("| %d | %.0f ms | %g | %.1f ms | %.0f µs | %.0f µs | %s |\n", i+1, smp["revoke-ms"], smp["messages"], smp["slowest-ms"],
+			smp["lookup-p99-us"], smp["base-p99-us"], ratio)
+	}
+	p("\n`BenchmarkMassRevocation`: four `tiered` replicas hold the same 10,000 sessions in L1; one of them\n")
+	p("calls `MarkRevoked` for each from one goroutine. Held: revocations per second until Redis held them all\n")
+	p("(none owed by the replica); applied: until the three other replicas had all applied them all. The fan-out\n")
+	p("of a message runs from the Redis time it carries to its first application in a replica's L1; that time\n")
+	p("has millisecond precision, so the fan-out may read up to 1 ms high. Beside it, before the revocations, the\n")
+	p("same number of raw `PUBLISH` of the same size in pipelines of 128 from one client to three go-redis\n")
+	p("subscribers: messages per second until all three received them all, and the p99 from each pipeline's\n")
+	p("sending to each reception.\n\n")
+	p("| round | held | applied | fan-out p50 | fan-out p99 | raw PUBLISH | raw p99 |\n|---|---|---|---|---|---|---|\n")
+	for i, smp := range s.storm["BenchmarkMassRevocation"] {
+		p("| %d | %s/s | %s/s | %.1f ms | %.1f ms | %s/s | %.1f ms |\n", i+1, grouped(smp["held-per-s"]), grouped(smp["applied-per-s"]),
+			smp["fanout-p50-us"]/1e3, smp["fanout-p99-us"]/1e3, grouped(smp["raw-per-s"]), smp["raw-p99-us"]/1e3)
+	}
+	p("\n")
+}
+
+// grouped returns v rounded to an integer, its thousands separated by
+// commas.
+func grouped(v float64) string {
+	digits := strconv.FormatInt(int64(math.Round(math.Abs(v))), 10)
+	var b strings.Builder
+	if v <= -0.5 {
+		b.WriteByte('-')
+	}
+	for i, c := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 func nsString(ns float64) string {

@@ -58,6 +58,7 @@ type suite struct {
 	hitRatio   results
 	memory     results
 	protection results
+	storm      results               // BenchmarkRevokeUserStorm, BenchmarkMassRevocation, a sample per round
 	mixed      [][]bench.MixedResult // per round, in the order they ran
 	mixedErr   map[string]error
 	scale      []bench.ScalePoint
@@ -67,7 +68,7 @@ type suite struct {
 	server     *bench.Server
 }
 
-var libPackages = []string{"localcache", "tiered"}
+var libPackages = []string{"localcache", "rediscache", "tiered"}
 
 func (s *suite) build(ctx context.Context) error {
 	s.bins = map[string]string{}
@@ -368,6 +369,49 @@ func (s *suite) runFanoutScale(ctx context.Context) error {
 			s.logf("   round %d %4d subscribers: p50 %v p99 %v, Redis CPU %v per revocation (script %.0f µs)",
 				r+1, n, p.P50, p.P99, p.CPUPerRevocation, p.ScriptUsec)
 		}
+	}
+	return nil
+}
+
+// stormBenchmarks are the revocation storms: each run is one iteration,
+// the whole storm.
+var stormBenchmarks = []struct{ pkg, name string }{
+	{"rediscache", "BenchmarkRevokeUserStorm"},
+	{"tiered", "BenchmarkMassRevocation"},
+}
+
+// stormRounds is the number of rounds of the revocation storms.
+func (s *suite) stormRounds() int { return min(s.cfg.rounds, 5) }
+
+// runStorms runs, in each round, every revocation storm once
+// (-test.benchtime 1x).
+func (s *suite) runStorms(ctx context.Context) error {
+	s.storm = results{}
+	for r := range s.stormRounds() {
+		for _, b := range stormBenchmarks {
+			pattern := "^" + b.name + "$"
+			res, err := s.bench(ctx, b.pkg, pattern, "-test.benchtime", "1x")
+			if err != nil && ctx.Err() == nil {
+				// As with the other benchmarks: once more, then go on
+				// without this round's sample and say so.
+				s.logf("   round %d: %s failed, retrying: %s", r+1, b.name, firstLine(err))
+				res, err = s.bench(ctx, b.pkg, pattern, "-test.benchtime", "1x")
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s.failures = append(s.failures, fmt.Sprintf("revocation storms, round %d: %v", r+1, err))
+				continue
+			}
+			s.storm.add(res)
+		}
+		s.logf("   round %d/%d: RevokeUser %.0f ms, %.0f messages, slowest command %.1f ms, other lookups p99 %.0f vs %.0f µs; mass revocation %.0f applied/s, fan-out p99 %.1f ms",
+			r+1, s.stormRounds(),
+			last(s.storm.values("BenchmarkRevokeUserStorm", "revoke-ms")), last(s.storm.values("BenchmarkRevokeUserStorm", "messages")),
+			last(s.storm.values("BenchmarkRevokeUserStorm", "slowest-ms")),
+			last(s.storm.values("BenchmarkRevokeUserStorm", "lookup-p99-us")), last(s.storm.values("BenchmarkRevokeUserStorm", "base-p99-us")),
+			last(s.storm.values("BenchmarkMassRevocation", "applied-per-s")), last(s.storm.values("BenchmarkMassRevocation", "fanout-p99-us"))/1e3)
 	}
 	return nil
 }
