@@ -200,8 +200,8 @@ func RunFanoutScale(ctx context.Context, opts FanoutScaleOptions) (FanoutPoint, 
 			return FanoutPoint{}, err
 		}
 		c, err := tiered.New(tiered.Options{Redis: l2, Backend: noBackend{},
-			Local:      localcache.Options{Size: max(opts.Revocations, localcache.DefaultSize), TTL: LocalTTL},
-			Subscriber: rediscache.SubscriberOptions{Client: client(name+"-sub", dial), Name: name}})
+			Local:            localcache.Options{Size: max(opts.Revocations, localcache.DefaultSize), TTL: LocalTTL},
+			SubscriberClient: client(name+"-sub", dial), SubscriberName: name})
 		if err != nil {
 			return FanoutPoint{}, err
 		}

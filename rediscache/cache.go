@@ -191,5 +191,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 // Layout returns the key layout in use.
 func (c *Cache) Layout() Layout { return c.layout }
 
-// FillWindow returns Options.FillWindow after defaults.
-func (c *Cache) FillWindow() time.Duration { return c.opts.FillWindow }
+// Options returns the options in use, defaults filled in.
+func (c *Cache) Options() Options { return c.opts }
+
+// Client returns the client the Cache was made with.
+func (c *Cache) Client() redis.UniversalClient { return c.rdb }

@@ -89,7 +89,7 @@ func (e *benchEnv) replica(name string, hooks testHooks, edit func(*Options), rh
 	}
 	edits := []func(*Options){func(o *Options) {
 		o.Local = localcache.Options{Size: benchL1}
-		o.Subscriber.Name = name
+		o.SubscriberName = name
 	}}
 	if edit != nil {
 		edits = append(edits, edit)

@@ -13,6 +13,7 @@ import (
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/backend/backendtest"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
+	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
@@ -57,10 +58,10 @@ func newObserver() *observer {
 	return &observer{seen: map[string]time.Time{}, waiters: map[string][]chan struct{}{}, synced: make(chan struct{})}
 }
 
-func (o *observer) event(e rediscache.Event) {
+func (o *observer) event(e subscriber.Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e.Kind == rediscache.EventLost {
+	if e.Kind == subscriber.EventLost {
 		if o.lost != nil {
 			close(o.lost)
 			o.lost = nil
@@ -192,7 +193,7 @@ func (e *env) replica(t *testing.T, name string, hooks testHooks, edit ...func(*
 	t.Helper()
 	hooks, obs := observed(hooks)
 	rdb := e.te.Client(name)
-	named := func(o *Options) { o.Subscriber.Name = name }
+	named := func(o *Options) { o.SubscriberName = name }
 	c := startReplica(t, name, rdb, 1, e.backend.URL(), hooks, append([]func(*Options){named}, edit...)...)
 	return &replica{Cache: c, obs: obs, rdb: rdb}
 }
@@ -208,7 +209,7 @@ func observed(hooks testHooks) (testHooks, *observer) {
 			userApplied(m)
 		}
 	}
-	hooks.event = func(ev rediscache.Event) {
+	hooks.event = func(ev subscriber.Event) {
 		obs.event(ev)
 		if userEvent != nil {
 			userEvent(ev)

@@ -153,7 +153,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 	// revocation's refusal window has passed, and one begun before Redis
 	// lost data may predate a revocation lost with it (see recentFills):
 	// serve it, but cache nothing.
-	if c.opts.Now().Sub(start) > c.l2.FillWindow()/2 || c.recent.lostSince(start) {
+	if c.opts.Now().Sub(start) > c.l2.Options().FillWindow/2 || c.recent.lostSince(start) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}

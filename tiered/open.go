@@ -281,13 +281,13 @@ func open(ctx context.Context, cfg Config, hooks testHooks) (*Cache, error) {
 		return nil, fmt.Errorf("tiered: %w", err)
 	}
 	c, err := newCache(Options{
-		Redis:        l2,
-		Backend:      be,
-		Local:        localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
-		StaleBound:   cfg.StaleBound,
-		FetchTimeout: cfg.fetchTimeout(),
-		Subscriber:   rediscache.SubscriberOptions{Name: cfg.Name},
-		Logger:       cfg.Logger,
+		Redis:          l2,
+		Backend:        be,
+		Local:          localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
+		StaleBound:     cfg.StaleBound,
+		FetchTimeout:   cfg.fetchTimeout(),
+		SubscriberName: cfg.Name,
+		Logger:         cfg.Logger,
 	}, hooks)
 	if err != nil {
 		_ = rdb.Close()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -357,16 +358,16 @@ func (c *Cache) keysChanged(ids []string) {
 }
 
 // event tracks the channel's health from the subscriber's events.
-func (c *Cache) event(e rediscache.Event) {
+func (c *Cache) event(e subscriber.Event) {
 	switch e.Kind {
-	case rediscache.EventLost:
+	case subscriber.EventLost:
 		c.unhealthySince.CompareAndSwap(0, c.opts.Now().UnixNano())
 		c.stats.channelLost.Add(1)
 		c.opts.Logger.Warn("session invalidation channel lost", "reason", e.Reason)
-	case rediscache.EventSynced:
+	case subscriber.EventSynced:
 		if e.DropActive {
 			n := c.l1.DropActive()
-			if e.Reason != rediscache.ReasonStart {
+			if e.Reason != subscriber.ReasonStart {
 				c.stats.resyncDrops.Add(1) // a start has nothing to drop
 				c.lossResynced()
 			}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/galaxy-game/sessioncache/localcache"
-	"github.com/galaxy-game/sessioncache/rediscache"
 )
 
 // Stats is a snapshot of a Cache's counters since New.
@@ -43,7 +42,7 @@ type Stats struct {
 	// (server-assisted invalidation): false on a Redis that refuses CLIENT
 	// TRACKING, such as miniredis, and then only this library's
 	// revocations reach L1.
-	Channel rediscache.SubscriberStats
+	Channel ChannelStats
 	// L1 holds L1's own counters, and L1Entries the number of entries it
 	// holds (expired ones included until they are read or evicted).
 	L1        localcache.Stats
@@ -85,7 +84,7 @@ func (c *Cache) Stats() Stats {
 		KeysChanged:          s.keysChanged.Load(),
 		HandRevocations:      s.handRevocations.Load(),
 		RevocationsPending:   c.pending.n.Load(),
-		Channel:              c.sub.Stats(),
+		Channel:              ChannelStats(c.sub.Stats()),
 	}
 	// Read after L1Distrusted, so that a distrusted hit counted between
 	// the two reads cannot make L1Hits negative.
@@ -166,4 +165,48 @@ func (h *histogram) summary() (n int64, p50, p99, maxd time.Duration) {
 	}
 	maxd = time.Duration(h.max.Load())
 	return n, min(quantile(0.50), maxd), min(quantile(0.99), maxd), maxd
+}
+
+// ChannelStats counts what the Cache's subscriber of the invalidation
+// channel saw since New. The counters only grow.
+type ChannelStats struct {
+	// Received counts messages received on the channel, malformed or not.
+	Received uint64
+	// Malformed counts messages dropped because session.ParseInvalidation
+	// rejected them or their stripe does not exist.
+	Malformed uint64
+	// Forged counts messages whose sequence number contradicts Redis's
+	// counter (typed or forged by a publisher): applied as revocations,
+	// without a resync.
+	Forged uint64
+	// Gaps counts sequence anomalies seen in messages: skipped numbers and
+	// counters that started again.
+	Gaps uint64
+	// Resyncs counts syncs other than the first after each start.
+	Resyncs uint64
+	// Replayed counts invalidations replayed from the log.
+	Replayed uint64
+	// DropActive counts syncs that dropped every active L1 entry.
+	DropActive uint64
+	// HeartbeatsSent counts heartbeat probes sent.
+	HeartbeatsSent uint64
+	// HeartbeatFailures counts probes not answered in time.
+	HeartbeatFailures uint64
+	// LastMessageUnixMs is when the last message was received on the
+	// channel, in Unix milliseconds; 0 if none was.
+	LastMessageUnixMs int64
+	// LastHeartbeatUnixMs is when the last heartbeat probe was answered,
+	// in Unix milliseconds; 0 if none was.
+	LastHeartbeatUnixMs int64
+	// Subscribed reports whether the channel is synced now.
+	Subscribed bool
+	// Tracking reports whether the current connection receives Redis's
+	// server-assisted invalidations of session keys. False on a Redis that
+	// refuses CLIENT TRACKING (miniredis, an ACL without it), where only
+	// the library's own revocations reach L1.
+	Tracking bool
+	// KeysChanged counts session ids Redis reported changed.
+	KeysChanged uint64
+	// Flushes counts flushes Redis reported.
+	Flushes uint64
 }

@@ -45,8 +45,10 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
@@ -59,6 +61,8 @@ const (
 	DefaultStaleBound     = time.Second
 	DefaultFetchTimeout   = 3 * time.Second
 	DefaultRevokeRetryFor = 2 * time.Minute
+	// DefaultHeartbeatInterval is the default Options.HeartbeatInterval.
+	DefaultHeartbeatInterval = 500 * time.Millisecond
 )
 
 // ErrClosed reports a call on a closed Cache.
@@ -96,9 +100,33 @@ type Options struct {
 	// must be at most half of the rediscache FillWindow. Default
 	// DefaultFetchTimeout.
 	FetchTimeout time.Duration
-	// Subscriber configures the subscriber. Its OnInvalidation and OnEvent
-	// must be nil: the Cache sets them.
-	Subscriber rediscache.SubscriberOptions
+	// HeartbeatInterval is the time between two heartbeat probes on the
+	// subscriber's connection. Default DefaultHeartbeatInterval. A negative
+	// value turns the heartbeat off, and with it the only way to notice a
+	// connection that stays open but carries nothing (a network
+	// blackhole): go-redis alone does not notice one. Use it only in tests.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a probe may stay unanswered before the
+	// connection is declared dead and replaced. Default 3 ×
+	// HeartbeatInterval; it must be 0 when the heartbeat is off.
+	HeartbeatTimeout time.Duration
+	// SubscriberClient, when set, is the client whose options the
+	// subscriber's own connections are made from (a *redis.Client, a
+	// Sentinel failover client or a *redis.ClusterClient), so that the
+	// subscriber can use another pool, proxy or dialer than Redis's client.
+	// The subscriber makes a client of its own from those options (RESP2,
+	// an OnConnect that turns on tracking) and closes it at Close; hooks
+	// added with AddHook are not carried over. With a client of any other
+	// type, it subscribes through that client and runs without tracking.
+	// Default: the rediscache.Cache's client.
+	SubscriberClient redis.UniversalClient
+	// SubscriberName is the name set with CLIENT SETNAME on every
+	// subscriber connection, as `CLIENT LIST TYPE pubsub` shows it; it
+	// survives reconnects. If Redis refuses the command (an ACL without
+	// CLIENT), the connection goes on unnamed and a warning is logged. It
+	// must consist of the bytes '!' to '~'. Default "": the client's own
+	// name (redis.Options.ClientName), if any.
+	SubscriberName string
 	// RevokeRetryFor is how long a revocation this replica owes Redis
 	// (MarkRevoked, MarkAllRevokedForUser, a failed Revoke) may keep
 	// failing before it is counted in Stats.RevokeFailures and logged at
@@ -128,8 +156,8 @@ func (o *Options) setDefaults() error {
 	if o.Backend == nil {
 		return errors.New("tiered: Options.Backend is required")
 	}
-	if o.Subscriber.OnInvalidation != nil || o.Subscriber.OnEvent != nil || o.Subscriber.OnKeysChanged != nil {
-		return errors.New("tiered: Options.Subscriber handlers are set by the cache and must be nil")
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if o.NegativeTTL == 0 {
 		o.NegativeTTL = DefaultNegativeTTL
@@ -167,7 +195,7 @@ func (o *Options) setDefaults() error {
 	case o.RevokeRetryFor < 0:
 		return fmt.Errorf("tiered: negative RevokeRetryFor %v", o.RevokeRetryFor)
 	}
-	if w := o.Redis.FillWindow(); 2*o.FetchTimeout > w {
+	if w := o.Redis.Options().FillWindow; 2*o.FetchTimeout > w {
 		return fmt.Errorf("tiered: FetchTimeout %v is more than half of the rediscache FillWindow %v", o.FetchTimeout, w)
 	}
 	return nil
@@ -201,7 +229,7 @@ type Cache struct {
 	l1      *localcache.Cache
 	l2      *rediscache.Cache
 	backend Fetcher
-	sub     *rediscache.Subscriber
+	sub     *subscriber.Subscriber
 	neg     *lru.Cache[string, time.Time] // id -> when the unknown answer expires
 	flights singleflight.Group
 	pending *pending
@@ -231,7 +259,7 @@ type testHooks struct {
 	afterBackendRead func(id string)
 	beforeFlight     func(id string) // a lookup is about to join or start a backend call
 	applied          func(m session.Invalidation)
-	event            func(e rediscache.Event)
+	event            func(e subscriber.Event)
 }
 
 type revokeJob struct {
@@ -275,17 +303,20 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 		kick:    make(chan struct{}, 1),
 	}
 	c.unhealthySince.Store(opts.Now().UnixNano())
-	subOpts := opts.Subscriber
-	subOpts.OnInvalidation = c.apply
-	subOpts.OnEvent = c.event
-	subOpts.OnKeysChanged = c.keysChanged
-	if subOpts.Logger == nil {
-		subOpts.Logger = opts.Logger
-	}
-	if subOpts.Now == nil {
-		subOpts.Now = opts.Now
-	}
-	c.sub, err = c.l2.NewSubscriber(subOpts)
+	l2o := opts.Redis.Options()
+	c.sub, err = subscriber.New(opts.Redis.Client(), opts.Redis.Layout(), subscriber.Options{
+		OnInvalidation:    c.apply,
+		OnEvent:           c.event,
+		OnKeysChanged:     c.keysChanged,
+		Client:            opts.SubscriberClient,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		HeartbeatTimeout:  opts.HeartbeatTimeout,
+		Name:              opts.SubscriberName,
+		Logger:            opts.Logger,
+		Now:               opts.Now,
+		CallTimeout:       l2o.CallTimeout,
+		LogMaxLen:         l2o.LogMaxLen,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("tiered: %w", err)
 	}

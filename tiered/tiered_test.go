@@ -636,7 +636,7 @@ func TestOwnRevocationHoldsBetweenWriteAndMessage(t *testing.T) {
 			a := e.blockedReplica(t, "a", blocker, func(o *Options) {
 				sub := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
 				t.Cleanup(func() { sub.Close() })
-				o.Subscriber.Client = sub
+				o.SubscriberClient = sub
 			})
 			rec, _ := e.backend.NewSession("user-1")
 			applied := a.Stats().InvalidationsApplied

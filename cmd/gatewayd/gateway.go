@@ -182,12 +182,12 @@ func newGateway(cfg config) (*gateway, error) {
 		return nil, err
 	}
 	g.cache, err = tiered.New(tiered.Options{
-		Redis:      g.l2,
-		Backend:    g.backend,
-		Local:      localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
-		StaleBound: cfg.StaleBound,
-		Subscriber: rediscache.SubscriberOptions{Name: cfg.Name},
-		Logger:     g.log,
+		Redis:          g.l2,
+		Backend:        g.backend,
+		Local:          localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
+		StaleBound:     cfg.StaleBound,
+		SubscriberName: cfg.Name,
+		Logger:         g.log,
 	})
 	if err != nil {
 		_ = g.rdb.Close()

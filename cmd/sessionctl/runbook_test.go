@@ -266,7 +266,7 @@ func (r *runbook) awaitRevoked(ids ...string) {
 func startReplica(t *testing.T, env *testenv.Env, name string) *tiered.Cache {
 	t.Helper()
 	return testenv.Start(t, env.Replica(name), func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
-		return tiered.New(tiered.Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}})
+		return tiered.New(tiered.Options{Redis: l2, Backend: be, SubscriberName: name})
 	})
 }
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -89,8 +89,8 @@ func TestSilentBlackhole(t *testing.T) {
 	limit := cfg.Heartbeat + cfg.HeartbeatTimeout + 500*time.Millisecond
 	t.Logf("blackhole detected after %v (reason %s; interval %v, timeout %v, limit %v)",
 		detected.Round(time.Millisecond), lost.Reason, cfg.Heartbeat, cfg.HeartbeatTimeout, limit)
-	if lost.Reason != rediscache.ReasonHeartbeat || detected > limit {
-		t.Errorf("blackhole detected after %v by %q, want within %v by %q", detected, lost.Reason, limit, rediscache.ReasonHeartbeat)
+	if lost.Reason != subscriber.ReasonHeartbeat || detected > limit {
+		t.Errorf("blackhole detected after %v by %q, want within %v by %q", detected, lost.Reason, limit, subscriber.ReasonHeartbeat)
 	}
 
 	// The blackhole lasts 2 s; lifting it closes the connections it held.

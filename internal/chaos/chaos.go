@@ -282,27 +282,29 @@ func (e *Env) newReplica(name string) *Replica {
 		}
 		fetcher = r.Guard
 	}
-	sub := rediscache.SubscriberOptions{Name: name, Client: subClient, Logger: slog.New(r.Events.Handler())}
+	opts := tiered.Options{
+		Redis:            l2,
+		Backend:          fetcher,
+		Local:            localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
+		StaleBound:       cfg.StaleBound,
+		FetchTimeout:     cfg.FetchTimeout,
+		NegativeTTL:      cfg.NegativeTTL,
+		NegativeSize:     cfg.NegativeSize,
+		SubscriberName:   name,
+		SubscriberClient: subClient,
+		Logger:           slog.New(r.Events.Handler()),
+	}
 	if cfg.Untracked {
 		// A client of a type the subscriber cannot copy options from:
 		// it subscribes through it as it is, without tracking.
-		sub.Client = splitClient{Client: subClient, sub: subClient}
+		opts.SubscriberClient = splitClient{Client: subClient, sub: subClient}
 	}
 	if cfg.Heartbeat < 0 {
-		sub.HeartbeatInterval = -1
+		opts.HeartbeatInterval = -1
 	} else {
-		sub.HeartbeatInterval, sub.HeartbeatTimeout = cfg.Heartbeat, cfg.HeartbeatTimeout
+		opts.HeartbeatInterval, opts.HeartbeatTimeout = cfg.Heartbeat, cfg.HeartbeatTimeout
 	}
-	r.Cache, err = tiered.New(tiered.Options{
-		Redis:        l2,
-		Backend:      fetcher,
-		Local:        localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
-		StaleBound:   cfg.StaleBound,
-		FetchTimeout: cfg.FetchTimeout,
-		NegativeTTL:  cfg.NegativeTTL,
-		NegativeSize: cfg.NegativeSize,
-		Subscriber:   sub,
-	})
+	r.Cache, err = tiered.New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -8,19 +8,19 @@ import (
 	"time"
 )
 
-// The subscriber's log lines that mark its events (rediscache logs each one
+// The subscriber's log lines that mark its events (the subscriber logs each one
 // just before it calls the OnEvent handler that tiered owns).
 const (
-	msgLost   = "rediscache: invalidation channel lost"
-	msgSynced = "rediscache: invalidation channel synced"
-	msgGap    = "rediscache: gap in the invalidation sequence"
+	msgLost   = "subscriber: invalidation channel lost"
+	msgSynced = "subscriber: invalidation channel synced"
+	msgGap    = "subscriber: gap in the invalidation sequence"
 )
 
 // Event is one subscriber event of a replica, read from its log.
 type Event struct {
 	At         time.Time
 	Kind       string // "lost", "synced" or "gap"
-	Reason     string // the rediscache Reason constant
+	Reason     string // the subscriber's Reason constant
 	Replayed   int64  // synced only
 	DropActive bool   // synced only
 }

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/galaxy-game/sessioncache/rediscache"
+	"github.com/galaxy-game/sessioncache/tiered"
 )
 
 const (
@@ -47,11 +47,11 @@ const (
 	// gateway's subscriber reports the loss: a heartbeat interval plus the
 	// heartbeat timeout (gatewayd runs the defaults; the timeout is 3 ×
 	// the interval).
-	gatewayDetectsLoss = rediscache.DefaultHeartbeatInterval + 3*rediscache.DefaultHeartbeatInterval
+	gatewayDetectsLoss = tiered.DefaultHeartbeatInterval + 3*tiered.DefaultHeartbeatInterval
 	// gatewayResubscribes bounds how long after the network heals the
 	// subscriber is synced again: its longest wait between attempts (1 s)
 	// plus one attempt's confirmation bound (the heartbeat timeout).
-	gatewayResubscribes = time.Second + 3*rediscache.DefaultHeartbeatInterval
+	gatewayResubscribes = time.Second + 3*tiered.DefaultHeartbeatInterval
 )
 
 // promDeployDir is deploy/prometheus: the rule files and the compose

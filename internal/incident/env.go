@@ -138,17 +138,15 @@ func (e *Env) NewReplica() *Replica {
 	spec.Backend.Timeout = 500 * time.Millisecond
 	r.Cache = testenv.Start(t, spec, func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
 		return tiered.New(tiered.Options{
-			Redis:        l2,
-			Backend:      be,
-			Local:        localcache.Options{TTL: L1TTL},
-			StaleBound:   staleBound,
-			FetchTimeout: time.Second,
-			Subscriber: rediscache.SubscriberOptions{
-				Name:              r.Name,
-				HeartbeatInterval: heartbeat,
-				HeartbeatTimeout:  heartbeatTimeout,
-			},
-			Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", r.Name),
+			Redis:             l2,
+			Backend:           be,
+			Local:             localcache.Options{TTL: L1TTL},
+			StaleBound:        staleBound,
+			FetchTimeout:      time.Second,
+			SubscriberName:    r.Name,
+			HeartbeatInterval: heartbeat,
+			HeartbeatTimeout:  heartbeatTimeout,
+			Logger:            slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", r.Name),
 		})
 	})
 	e.Replicas = append(e.Replicas, r)

@@ -126,7 +126,7 @@ func TestGatewayUserRunsInvariantScenario(t *testing.T) {
 		}
 		replicas[i] = startReplica(t, replicaConfig{
 			name: name, client: userClient(t, "gateway", gatewayPassword, addr, name), backendURL: be.URL(),
-			edit: func(o *tiered.Options) { o.Subscriber.HeartbeatInterval = 100 * time.Millisecond },
+			edit: func(o *tiered.Options) { o.HeartbeatInterval = 100 * time.Millisecond },
 		})
 	}
 

@@ -60,7 +60,7 @@ func startReplica(t *testing.T, cfg replicaConfig) *tiered.Cache {
 	if err != nil {
 		t.Fatalf("backend.New: %v", err)
 	}
-	opts := tiered.Options{Redis: l2, Backend: be, Logger: cfg.logger, Subscriber: rediscache.SubscriberOptions{Name: cfg.name}}
+	opts := tiered.Options{Redis: l2, Backend: be, Logger: cfg.logger, SubscriberName: cfg.name}
 	if cfg.edit != nil {
 		cfg.edit(&opts)
 	}

@@ -97,7 +97,7 @@ func TestFailoverLosesUnreplicatedRevocations(t *testing.T) {
 		name := fmt.Sprintf("gw-%d", i+1)
 		rdb := redis.NewClient(&redis.Options{Addr: primary.Addr, Dialer: dial, ClientName: name, ContextTimeoutEnabled: true})
 		gateways[i] = startReplica(t, replicaConfig{name: name, client: rdb, backendURL: be.URL(), l2: wait,
-			edit: func(o *tiered.Options) { o.Subscriber.HeartbeatInterval = 100 * time.Millisecond }})
+			edit: func(o *tiered.Options) { o.HeartbeatInterval = 100 * time.Millisecond }})
 	}
 
 	// The sessions reach Redis through a gateway that is gone before the

@@ -67,7 +67,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	proxy := toxitest.Start(t, srv.Addr)
 	fast := func(o *tiered.Options) {
 		o.RevokeRetryFor = 500 * time.Millisecond
-		o.Subscriber.HeartbeatInterval = 100 * time.Millisecond
+		o.HeartbeatInterval = 100 * time.Millisecond
 	}
 	a := startReplica(t, replicaConfig{name: "logs-a", client: userClient(t, "gateway", gatewayPassword, proxy.Addr(), "logs-a"),
 		backendURL: be.URL(), logger: logger, edit: fast})

@@ -73,7 +73,7 @@ func TestReplicas(t *testing.T) {
 // subscriber named name.
 func newTiered(name string) func(*rediscache.Cache, *backend.Client) (*tiered.Cache, error) {
 	return func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
-		return tiered.New(tiered.Options{Redis: l2, Backend: be, Subscriber: rediscache.SubscriberOptions{Name: name}})
+		return tiered.New(tiered.Options{Redis: l2, Backend: be, SubscriberName: name})
 	}
 }
 

@@ -1,4 +1,4 @@
-package rediscache
+package subscriber
 
 import (
 	"context"
@@ -49,7 +49,7 @@ func (r *runState) sync(ctx context.Context, reason string) error {
 		case c < l, c == l && r.lastAt[k] > 0 && ats[k] > r.lastAt[k]:
 			// The counter went back (Redis lost data, or the counter
 			// expired) or started again and reached the same number.
-			r.s.opts.Logger.Warn("rediscache: invalidation counter went back", "stripe", k, "last", l, "counter", c)
+			r.s.opts.Logger.Warn("subscriber: invalidation counter went back", "stripe", k, "last", l, "counter", c)
 			r.pendingDrop = true
 		case c > l:
 			n, complete, err := r.replay(ctx, k, l, r.lastAt[k], c)
@@ -76,18 +76,18 @@ func (r *runState) sync(ctx context.Context, reason string) error {
 // at_ms of the newest log entry when that entry has the counter's number
 // (else 0), in one pipeline.
 func (r *runState) readCounters(ctx context.Context) ([]uint64, []int64, error) {
-	c := r.s.c
-	n := c.layout.Stripes()
-	cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+	s := r.s
+	n := s.layout.Stripes()
+	cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
 	gets := make([]*redis.StringCmd, n)
 	heads := make([]*redis.XMessageSliceCmd, n)
 	// Pipelined's own error is the first failed command's, which may be
 	// redis.Nil: each command is checked below.
-	_, _ = c.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
+	_, _ = s.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
 		for k := range n {
-			gets[k] = p.Get(cctx, c.layout.SeqKey(k))
-			heads[k] = p.XRevRangeN(cctx, c.layout.LogKey(k), "+", "-", 1)
+			gets[k] = p.Get(cctx, s.layout.SeqKey(k))
+			heads[k] = p.XRevRangeN(cctx, s.layout.LogKey(k), "+", "-", 1)
 		}
 		return nil
 	})
@@ -99,11 +99,11 @@ func (r *runState) readCounters(ctx context.Context) ([]uint64, []int64, error) 
 		case errors.Is(err, redis.Nil):
 			v = 0
 		case err != nil:
-			return nil, nil, fmt.Errorf("rediscache: read the invalidation counter of stripe %d: %w", k, err)
+			return nil, nil, fmt.Errorf("subscriber: read the invalidation counter of stripe %d: %w", k, err)
 		}
 		head, err := heads[k].Result()
 		if err != nil {
-			return nil, nil, fmt.Errorf("rediscache: read the invalidation log of stripe %d: %w", k, err)
+			return nil, nil, fmt.Errorf("subscriber: read the invalidation log of stripe %d: %w", k, err)
 		}
 		if len(head) == 1 {
 			if m, ok := parseLogEntry(head[0].Values, k); ok && m.Seq == v {
@@ -127,22 +127,22 @@ func (r *runState) replay(ctx context.Context, k int, from uint64, fromAt int64,
 	if want == 0 {
 		return 0, true, nil
 	}
-	if want > uint64(s.c.opts.LogMaxLen)+replaySlack {
+	if want > uint64(s.opts.LogMaxLen)+replaySlack {
 		return 0, false, nil
 	}
 	got := make([]session.Invalidation, want) // got[i] has number from+1+i
 	var have uint64
-	key := s.c.layout.LogKey(k)
+	key := s.layout.LogKey(k)
 	end := "+"
 	for {
 		// One more than missing, so that the entry numbered from comes
 		// in the same page.
 		count := int64(min(want-have+1, replayPage))
-		cctx, cancel := context.WithTimeout(ctx, s.c.opts.CallTimeout)
-		page, err := s.c.rdb.XRevRangeN(cctx, key, end, "-", count).Result()
+		cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
+		page, err := s.rdb.XRevRangeN(cctx, key, end, "-", count).Result()
 		cancel()
 		if err != nil {
-			return 0, false, fmt.Errorf("rediscache: replay the invalidation log of stripe %d: %w", k, err)
+			return 0, false, fmt.Errorf("subscriber: replay the invalidation log of stripe %d: %w", k, err)
 		}
 		for _, e := range page {
 			m, ok := parseLogEntry(e.Values, k)

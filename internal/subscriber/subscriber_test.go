@@ -1,4 +1,4 @@
-package rediscache
+package subscriber
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"github.com/galaxy-game/sessioncache/internal/fakeclock"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/toxitest"
+	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -53,12 +54,12 @@ type subHarness struct {
 // startSubscriber runs a Subscriber of c with opts (its callbacks replaced
 // by recorders) and hook as testHookLost. Run is cancelled at cleanup and
 // must then return context.Canceled.
-func startSubscriber(t *testing.T, c *Cache, opts SubscriberOptions, hook func(reason string)) *subHarness {
+func startSubscriber(t *testing.T, c *rediscache.Cache, opts Options, hook func(reason string)) *subHarness {
 	t.Helper()
 	h := &subHarness{items: make(chan subItem, 4096)}
 	opts.OnInvalidation = func(m session.Invalidation) { h.items <- subItem{inv: m} }
 	opts.OnEvent = func(ev Event) { h.items <- subItem{ev: ev, isEvent: true} }
-	sub, err := c.NewSubscriber(opts)
+	sub, err := newSubscriber(c, opts)
 	if err != nil {
 		t.Fatalf("NewSubscriber: %v", err)
 	}
@@ -147,7 +148,7 @@ func (h *subHarness) untilSynced(t *testing.T) (Event, []session.Invalidation) {
 // counter, appends the log entry and, if publish is set, publishes the
 // message. A zero m.AtMS becomes the current time. It returns the message
 // with its Seq, Stripe and AtMS. It may run on any goroutine.
-func revokeRaw(rdb *redis.Client, l Layout, m session.Invalidation, publish bool) (session.Invalidation, error) {
+func revokeRaw(rdb *redis.Client, l rediscache.Layout, m session.Invalidation, publish bool) (session.Invalidation, error) {
 	ctx := context.Background()
 	field, id := "session", m.SessionID
 	if id == "" {
@@ -170,7 +171,7 @@ func revokeRaw(rdb *redis.Client, l Layout, m session.Invalidation, publish bool
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Incr(ctx, l.SeqKey(k))
 			p.XAdd(ctx, &redis.XAddArgs{
-				Stream: l.LogKey(k), MaxLen: DefaultLogMaxLen, Approx: true,
+				Stream: l.LogKey(k), MaxLen: rediscache.DefaultLogMaxLen, Approx: true,
 				Values: []any{field, id, "seq", strconv.FormatUint(m.Seq, 10), "at_ms", strconv.FormatInt(m.AtMS, 10)},
 			})
 			if publish {
@@ -184,7 +185,7 @@ func revokeRaw(rdb *redis.Client, l Layout, m session.Invalidation, publish bool
 }
 
 // mustRevoke is revokeRaw for the test's goroutine.
-func mustRevoke(t *testing.T, rdb *redis.Client, l Layout, m session.Invalidation, publish bool) session.Invalidation {
+func mustRevoke(t *testing.T, rdb *redis.Client, l rediscache.Layout, m session.Invalidation, publish bool) session.Invalidation {
 	t.Helper()
 	m, err := revokeRaw(rdb, l, m, publish)
 	if err != nil {
@@ -193,10 +194,10 @@ func mustRevoke(t *testing.T, rdb *redis.Client, l Layout, m session.Invalidatio
 	return m
 }
 
-// subCache returns a Cache on rdb, failing the test on error.
-func subCache(t *testing.T, rdb redis.UniversalClient, opts Options) *Cache {
+// subCache returns a rediscache.Cache on rdb, failing the test on error.
+func subCache(t *testing.T, rdb redis.UniversalClient, opts rediscache.Options) *rediscache.Cache {
 	t.Helper()
-	c, err := New(rdb, opts)
+	c, err := rediscache.New(rdb, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -206,7 +207,7 @@ func subCache(t *testing.T, rdb redis.UniversalClient, opts Options) *Cache {
 // anchor writes one revocation in every stripe of c, so that a subscriber
 // started afterwards holds a position whose log entry a resync can verify
 // (from position 0 it cannot, and drops).
-func anchor(t *testing.T, c *Cache) []session.Invalidation {
+func anchor(t *testing.T, c *rediscache.Cache) []session.Invalidation {
 	t.Helper()
 	l := c.Layout()
 	var out []session.Invalidation
@@ -253,14 +254,14 @@ func TestSubscriberStart(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Protocol: tc.protocol})
 			t.Cleanup(func() { _ = rdb.Close() })
-			c := subCache(t, rdb, Options{Stripes: tc.stripes, Channel: tc.channel})
+			c := subCache(t, rdb, rediscache.Options{Stripes: tc.stripes, Channel: tc.channel})
 			l := c.Layout()
 			// Revocations before the start set the counters: they are
 			// not replayed, the first sync asks to drop instead.
 			mustRevoke(t, rdb, l, session.Invalidation{SessionID: "before-1"}, true)
 			mustRevoke(t, rdb, l, session.Invalidation{UserID: "before-u"}, true)
 
-			h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: time.Second}, nil)
+			h := startSubscriber(t, c, Options{HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: time.Second}, nil)
 			if ev := h.expectEvent(t, EventSynced, ReasonStart); !ev.DropActive || ev.Replayed != 0 {
 				t.Fatalf("first sync = %+v, want DropActive and nothing replayed", ev)
 			}
@@ -315,7 +316,7 @@ func clientsNamed(t *testing.T, rdb *redis.Client, name string) []string {
 func TestSubscriberReconnectReplaysMissed(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	l := c.Layout()
 	const name = "gateway-7-invalidations"
 
@@ -330,7 +331,7 @@ func TestSubscriberReconnectReplaysMissed(t *testing.T) {
 		}
 		missed <- m
 	})
-	h := startSubscriber(t, c, SubscriberOptions{Name: name}, hook)
+	h := startSubscriber(t, c, Options{Name: name}, hook)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	before := clientsNamed(t, rdb, name)
 	if len(before) != 1 {
@@ -372,7 +373,7 @@ func TestSubscriberReplaysScriptRevocations(t *testing.T) {
 		t.Run(fmt.Sprintf("stripes=%d", stripes), func(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
-			c := subCache(t, rdb, Options{Stripes: stripes})
+			c := subCache(t, rdb, rediscache.Options{Stripes: stripes})
 			anchor(t, c)
 			ctx := context.Background()
 			var missed []session.Invalidation
@@ -390,7 +391,7 @@ func TestSubscriberReplaysScriptRevocations(t *testing.T) {
 				}
 				missed = append(missed, m)
 			})
-			h := startSubscriber(t, c, SubscriberOptions{}, hook)
+			h := startSubscriber(t, c, Options{}, hook)
 			h.expectEvent(t, EventSynced, ReasonStart)
 			live, err := c.RevokeSession(ctx, "dev-live")
 			if err != nil {
@@ -418,58 +419,183 @@ func TestSubscriberReplaysScriptRevocations(t *testing.T) {
 	}
 }
 
+// TestSubscriberOnCluster runs the subscriber on a real three-master Redis
+// Cluster with a stripe per few slots: a reconnect replays what was missed
+// on every master, sequence numbers and gaps are per stripe, and a slot
+// migration moves a stripe without disturbing the subscriber. One cluster
+// serves every subtest; each uses a channel (and so counters and logs) of
+// its own, since messages of earlier subtests may still be on their way over
+// the cluster bus, which can hold one back about 40 ms.
 func TestSubscriberOnCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
-	rdb := cluster.Client(t)
-	c := subCache(t, rdb, Options{Stripes: 12})
+	rdb := clusterClient(t, cluster)
 	ctx := context.Background()
-	ids := []string{"dev-a", "dev-b", "dev-c", "dev-d", "dev-e", "dev-f"}
-	var missed []session.Invalidation
-	hook := oneShot(func(string) {
-		for _, id := range ids {
+
+	t.Run("ReconnectReplaysEveryMaster", func(t *testing.T) {
+		c := subCache(t, rdb, rediscache.Options{Stripes: 12})
+		ctx := context.Background()
+		ids := []string{"dev-a", "dev-b", "dev-c", "dev-d", "dev-e", "dev-f"}
+		var missed []session.Invalidation
+		hook := oneShot(func(string) {
+			for _, id := range ids {
+				m, err := c.RevokeSession(ctx, id)
+				if err != nil {
+					t.Errorf("RevokeSession: %v", err)
+				}
+				missed = append(missed, m)
+			}
+		})
+		h := startSubscriber(t, c, Options{Name: "gw-cluster"}, hook)
+		h.expectEvent(t, EventSynced, ReasonStart)
+		// On a cluster a message crosses the bus after PUBLISH returns, so
+		// the anchors are written once the subscriber listens, and received:
+		// each stripe then has a position with a log entry.
+		anchors := anchor(t, c)
+		for range anchors {
+			if it := h.next(t); it.isEvent || !slices.Contains(anchors, it.inv) {
+				t.Fatalf("next callback = %v, want one of the anchors %+v", it, anchors)
+			}
+		}
+		live, err := c.RevokeSession(ctx, "dev-live")
+		if err != nil {
+			t.Fatalf("RevokeSession: %v", err)
+		}
+		h.expectInvalidation(t, live)
+
+		// The subscriber is connected to one of the nodes.
+		if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return node.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+		}); err != nil {
+			t.Fatalf("CLIENT KILL TYPE pubsub on every node: %v", err)
+		}
+		h.expectEvent(t, EventLost, ReasonReconnect)
+		ev, invs := h.untilSynced(t)
+		slices.SortFunc(missed, func(a, b session.Invalidation) int {
+			return cmp.Or(cmp.Compare(a.Stripe, b.Stripe), cmp.Compare(a.Seq, b.Seq))
+		})
+		if ev.DropActive || ev.Replayed != len(missed) || !slices.Equal(invs, missed) {
+			t.Fatalf("resync = %+v after %+v, want %+v replayed and no DropActive", ev, invs, missed)
+		}
+		stripes := map[int]bool{}
+		for _, m := range missed {
+			stripes[m.Stripe] = true
+		}
+		t.Logf("replayed %d invalidations from %d stripes", len(missed), len(stripes))
+	})
+
+	t.Run("SequenceAndGapPerStripe", func(t *testing.T) {
+		c := subCache(t, rdb, rediscache.Options{Stripes: clusterStripes, Channel: "gap_invalidation"})
+		l := c.Layout()
+		h := startSubscriber(t, c, Options{}, nil)
+		h.expectEvent(t, EventSynced, ReasonStart)
+		const k, j = 5, 11
+		if masterOf(t, cluster, rdb, l.SeqKey(k)) == masterOf(t, cluster, rdb, l.SeqKey(j)) {
+			t.Logf("stripes %d and %d share a master", k, j)
+		}
+		base := map[int]uint64{}
+		for _, s := range []int{k, j} {
+			v, err := rdb.Get(ctx, l.SeqKey(s)).Uint64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				t.Fatal(err)
+			}
+			base[s] = v
+		}
+		first, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-a", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Stripe != k || first.Seq != base[k]+1 {
+			t.Fatalf("RevokeSession on stripe %d = %+v, want seq %d", k, first, base[k]+1)
+		}
+		h.expectInvalidation(t, first)
+
+		// A revocation of stripe k that is logged but never published: the
+		// next message of stripe k skips a number.
+		silent := revokeUnpublished(t, rdb, l, idOnStripe(l, "dev-seq-b", k))
+		other, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-c", j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.expectInvalidation(t, other) // stripe j has no gap
+		next, err := c.RevokeSession(ctx, idOnStripe(l, "dev-seq-d", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Seq != silent.Seq+1 {
+			t.Fatalf("seq after the unpublished one = %d, want %d", next.Seq, silent.Seq+1)
+		}
+		h.expectEvent(t, EventLost, ReasonGap)
+		h.expectInvalidation(t, silent)
+		if ev := h.expectEvent(t, EventSynced, ReasonGap); ev.Replayed != 1 || ev.DropActive {
+			t.Fatalf("sync after the gap = %+v, want 1 replayed and no DropActive", ev)
+		}
+		h.expectInvalidation(t, next)
+		if got := h.sub.Stats().Gaps; got != 1 {
+			t.Fatalf("Stats().Gaps = %d, want 1", got)
+		}
+	})
+
+	t.Run("SlotMigrationOfAStripe", func(t *testing.T) {
+		c := subCache(t, rdb, rediscache.Options{Stripes: clusterStripes, Channel: "migration_invalidation"})
+		l := c.Layout()
+		h := startSubscriber(t, c, Options{Name: "gw-migrate"}, nil)
+		h.expectEvent(t, EventSynced, ReasonStart)
+		const k = 3
+		slot := keySlot(t, rdb, l.SeqKey(k))
+		from := cluster.MasterForSlot(slot)
+		var to *redistest.Server
+		for _, n := range cluster.Nodes() {
+			if n.Master && n.Server != from {
+				to = n.Server
+				break
+			}
+		}
+		var before []session.Invalidation
+		for n := range 3 {
+			id := idOnStripe(l, fmt.Sprintf("dev-mig-a%d", n), k)
+			if _, err := c.Fill(ctx, activeRecord(id, "user-mig")); err != nil {
+				t.Fatal(err)
+			}
 			m, err := c.RevokeSession(ctx, id)
 			if err != nil {
-				t.Errorf("RevokeSession: %v", err)
+				t.Fatal(err)
 			}
-			missed = append(missed, m)
+			h.expectInvalidation(t, m)
+			before = append(before, m)
+		}
+		migrateSlot(t, cluster, slot, to)
+		if got := cluster.MasterForSlot(slot); got != to {
+			t.Fatalf("slot %d served by %s after the migration, want %s", slot, got.Addr, to.Addr)
+		}
+		// The stripe's keys moved with its slot: the counter goes on, the
+		// subscriber (on whichever node it is) keeps receiving, in order.
+		id := idOnStripe(l, "dev-mig-b", k)
+		m, err := c.RevokeSession(ctx, id)
+		if err != nil {
+			t.Fatalf("RevokeSession after the migration: %v", err)
+		}
+		if last := before[len(before)-1]; m.Seq != last.Seq+1 {
+			t.Fatalf("seq after the migration = %d, want %d", m.Seq, last.Seq+1)
+		}
+		h.expectInvalidation(t, m)
+		if got, err := c.Get(ctx, before[0].SessionID); err != nil || got.Status != session.StatusRevoked {
+			t.Fatalf("Get(%q) after the migration = %q, %v; want revoked", before[0].SessionID, got.Status, err)
+		}
+		// A reconnect syncs through the moved stripe: nothing missed, nothing
+		// dropped.
+		if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return node.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		h.expectEvent(t, EventLost, ReasonReconnect)
+		if ev, invs := h.untilSynced(t); ev.DropActive || len(invs) != 0 {
+			t.Fatalf("resync after the migration = %+v with %v, want nothing replayed and no DropActive", ev, invs)
+		}
+		if got := h.sub.Stats().Gaps; got != 0 {
+			t.Fatalf("Stats().Gaps = %d, want 0", got)
 		}
 	})
-	h := startSubscriber(t, c, SubscriberOptions{Name: "gw-cluster"}, hook)
-	h.expectEvent(t, EventSynced, ReasonStart)
-	// On a cluster a message crosses the bus after PUBLISH returns, so
-	// the anchors are written once the subscriber listens, and received:
-	// each stripe then has a position with a log entry.
-	anchors := anchor(t, c)
-	for range anchors {
-		if it := h.next(t); it.isEvent || !slices.Contains(anchors, it.inv) {
-			t.Fatalf("next callback = %v, want one of the anchors %+v", it, anchors)
-		}
-	}
-	live, err := c.RevokeSession(ctx, "dev-live")
-	if err != nil {
-		t.Fatalf("RevokeSession: %v", err)
-	}
-	h.expectInvalidation(t, live)
-
-	// The subscriber is connected to one of the nodes.
-	if err := rdb.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
-		return node.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err()
-	}); err != nil {
-		t.Fatalf("CLIENT KILL TYPE pubsub on every node: %v", err)
-	}
-	h.expectEvent(t, EventLost, ReasonReconnect)
-	ev, invs := h.untilSynced(t)
-	slices.SortFunc(missed, func(a, b session.Invalidation) int {
-		return cmp.Or(cmp.Compare(a.Stripe, b.Stripe), cmp.Compare(a.Seq, b.Seq))
-	})
-	if ev.DropActive || ev.Replayed != len(missed) || !slices.Equal(invs, missed) {
-		t.Fatalf("resync = %+v after %+v, want %+v replayed and no DropActive", ev, invs, missed)
-	}
-	stripes := map[int]bool{}
-	for _, m := range missed {
-		stripes[m.Stripe] = true
-	}
-	t.Logf("replayed %d invalidations from %d stripes", len(missed), len(stripes))
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger on another goroutine.
@@ -499,11 +625,11 @@ func TestSubscriberNameRefusedAndLogsRedacted(t *testing.T) {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "gw", Password: "gw-password"})
 	t.Cleanup(func() { _ = rdb.Close() })
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	h := startSubscriber(t, c, SubscriberOptions{Name: "gw-1", Logger: logger}, nil)
+	h := startSubscriber(t, c, Options{Name: "gw-1", Logger: logger}, nil)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	const secret = "dev-5ecret-5e55ion-id"
 	// Malformed, with a secret-looking id inside.
@@ -547,7 +673,7 @@ func TestSubscriberReplayNeedsTheWholeRange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
-			c := subCache(t, rdb, Options{})
+			c := subCache(t, rdb, rediscache.Options{})
 			anchor(t, c)
 			l := c.Layout()
 			var missed []session.Invalidation
@@ -565,7 +691,7 @@ func TestSubscriberReplayNeedsTheWholeRange(t *testing.T) {
 					}
 				}
 			})
-			h := startSubscriber(t, c, SubscriberOptions{}, hook)
+			h := startSubscriber(t, c, Options{}, hook)
 			h.expectEvent(t, EventSynced, ReasonStart)
 			if err := rdb.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 				t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
@@ -589,9 +715,9 @@ func TestSubscriberGap(t *testing.T) {
 		t.Run(fmt.Sprintf("trimmed=%v", trimmed), func(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
-			c := subCache(t, rdb, Options{})
+			c := subCache(t, rdb, rediscache.Options{})
 			l := c.Layout()
-			h := startSubscriber(t, c, SubscriberOptions{}, nil)
+			h := startSubscriber(t, c, Options{}, nil)
 			h.expectEvent(t, EventSynced, ReasonStart)
 			h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-1"}, true))
 
@@ -632,7 +758,7 @@ func TestSubscriberCounterReset(t *testing.T) {
 	// restartWhileAway deletes the counter (the log stays) and drops the
 	// subscriber's connection; the hook then revokes n times, numbered 1 to
 	// n again, before the subscriber is back.
-	restartWhileAway := func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l Layout) {
+	restartWhileAway := func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l rediscache.Layout) {
 		ctx := context.Background()
 		if err := rdb.Del(ctx, l.SeqKey(0)).Err(); err != nil {
 			t.Fatalf("DEL: %v", err)
@@ -641,8 +767,8 @@ func TestSubscriberCounterReset(t *testing.T) {
 			t.Fatalf("CLIENT KILL: %v", err)
 		}
 	}
-	revokeN := func(n int) func(rdb *redis.Client, l Layout) error {
-		return func(rdb *redis.Client, l Layout) error {
+	revokeN := func(n int) func(rdb *redis.Client, l rediscache.Layout) error {
+		return func(rdb *redis.Client, l rediscache.Layout) error {
 			for i := range n {
 				m := session.Invalidation{SessionID: "dev-new-" + strconv.Itoa(i), AtMS: int64(3000 + i)}
 				if _, err := revokeRaw(rdb, l, m, true); err != nil {
@@ -654,8 +780,8 @@ func TestSubscriberCounterReset(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		reset      func(t *testing.T, srv *redistest.Server, rdb *redis.Client, l Layout)
-		hook       func(rdb *redis.Client, l Layout) error // on the first loss
+		reset      func(t *testing.T, srv *redistest.Server, rdb *redis.Client, l rediscache.Layout)
+		hook       func(rdb *redis.Client, l rediscache.Layout) error // on the first loss
 		lostReason string
 	}{
 		{
@@ -674,7 +800,7 @@ func TestSubscriberCounterReset(t *testing.T) {
 		},
 		{
 			name: "counter and log deleted, then reconnect",
-			reset: func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l Layout) {
+			reset: func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l rediscache.Layout) {
 				ctx := context.Background()
 				if err := rdb.Del(ctx, l.SeqKey(0), l.LogKey(0)).Err(); err != nil {
 					t.Fatalf("DEL: %v", err)
@@ -687,14 +813,14 @@ func TestSubscriberCounterReset(t *testing.T) {
 		},
 		{
 			name: "redis restarted empty",
-			reset: func(t *testing.T, srv *redistest.Server, _ *redis.Client, _ Layout) {
+			reset: func(t *testing.T, srv *redistest.Server, _ *redis.Client, _ rediscache.Layout) {
 				srv.Restart()
 			},
 			lostReason: ReasonReconnect,
 		},
 		{
 			name: "counter deleted, next message while connected",
-			reset: func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l Layout) {
+			reset: func(t *testing.T, _ *redistest.Server, rdb *redis.Client, l rediscache.Layout) {
 				if err := rdb.Del(context.Background(), l.SeqKey(0)).Err(); err != nil {
 					t.Fatalf("DEL: %v", err)
 				}
@@ -708,7 +834,7 @@ func TestSubscriberCounterReset(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t, redistest.Options{})
 			rdb := srv.Client(t)
-			c := subCache(t, rdb, Options{})
+			c := subCache(t, rdb, rediscache.Options{})
 			l := c.Layout()
 			var hook func(string)
 			if tc.hook != nil {
@@ -718,7 +844,7 @@ func TestSubscriberCounterReset(t *testing.T) {
 					}
 				})
 			}
-			h := startSubscriber(t, c, SubscriberOptions{}, hook)
+			h := startSubscriber(t, c, Options{}, hook)
 			h.expectEvent(t, EventSynced, ReasonStart)
 			h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-1", AtMS: 1000}, true))
 			h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-2", AtMS: 2000}, true))
@@ -754,7 +880,7 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 			px := toxitest.Start(t, srv.Addr)
 			viaProxy := redis.NewClient(&redis.Options{Addr: px.Addr(), ContextTimeoutEnabled: true})
 			t.Cleanup(func() { _ = viaProxy.Close() })
-			c := subCache(t, viaProxy, Options{})
+			c := subCache(t, viaProxy, rediscache.Options{})
 			anchor(t, c)
 			l := c.Layout()
 
@@ -762,7 +888,7 @@ func TestSubscriberHeartbeatDetectsBlackhole(t *testing.T) {
 			if tc.clearInHook {
 				hook = oneShot(func(string) { px.Clear() })
 			}
-			h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: interval, HeartbeatTimeout: timeout}, hook)
+			h := startSubscriber(t, c, Options{HeartbeatInterval: interval, HeartbeatTimeout: timeout}, hook)
 			h.expectEvent(t, EventSynced, ReasonStart)
 			// A healthy connection answers every probe. Waiting 6.5
 			// intervals starts the blackhole half-way between two probes,
@@ -812,9 +938,9 @@ func TestSubscriberHeartbeatFollowsClock(t *testing.T) {
 	const interval = 20 * time.Millisecond
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	clock := fakeclock.New()
-	h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: interval, HeartbeatTimeout: time.Second, Now: clock.Now}, nil)
+	h := startSubscriber(t, c, Options{HeartbeatInterval: interval, HeartbeatTimeout: time.Second, Now: clock.Now}, nil)
 	if ev := h.expectEvent(t, EventSynced, ReasonStart); !ev.At.Equal(clock.Now()) {
 		t.Errorf("EventSynced.At = %v, want the clock's %v", ev.At, clock.Now())
 	}
@@ -858,9 +984,9 @@ func TestSubscriberWithoutHeartbeatMissesBlackhole(t *testing.T) {
 	px := toxitest.Start(t, srv.Addr)
 	viaProxy := redis.NewClient(&redis.Options{Addr: px.Addr()})
 	t.Cleanup(func() { _ = viaProxy.Close() })
-	c := subCache(t, viaProxy, Options{})
+	c := subCache(t, viaProxy, rediscache.Options{})
 
-	h := startSubscriber(t, c, SubscriberOptions{HeartbeatInterval: -1}, nil)
+	h := startSubscriber(t, c, Options{HeartbeatInterval: -1}, nil)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	px.Blackhole()
 	mustRevoke(t, direct, c.Layout(), session.Invalidation{SessionID: "dev-lost"}, true)
@@ -954,8 +1080,8 @@ func TestSubscriberDropsMalformed(t *testing.T) {
 
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
-	h := startSubscriber(t, c, SubscriberOptions{}, nil)
+	c := subCache(t, rdb, rediscache.Options{})
+	h := startSubscriber(t, c, Options{}, nil)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	ctx := context.Background()
 	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -999,13 +1125,13 @@ func FuzzSubscriberMessage(f *testing.F) {
 	mr := miniredis.RunT(f)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	f.Cleanup(func() { _ = rdb.Close() })
-	c, err := New(rdb, Options{})
+	c, err := rediscache.New(rdb, rediscache.Options{})
 	if err != nil {
 		f.Fatalf("New: %v", err)
 	}
 	f.Fuzz(func(t *testing.T, payload string) {
 		var got []session.Invalidation
-		s, err := c.NewSubscriber(SubscriberOptions{OnInvalidation: func(m session.Invalidation) { got = append(got, m) }})
+		s, err := newSubscriber(c, Options{OnInvalidation: func(m session.Invalidation) { got = append(got, m) }})
 		if err != nil {
 			t.Fatalf("NewSubscriber: %v", err)
 		}
@@ -1025,13 +1151,13 @@ func FuzzSubscriberMessage(f *testing.F) {
 
 func TestSubscriberRunEndsPromptly(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	c := subCache(t, srv.Client(t), Options{})
+	c := subCache(t, srv.Client(t), rediscache.Options{})
 	ignore := goleak.IgnoreCurrent()
 
 	items := make(chan Event, 16)
 	// Without heartbeats a receive waits a minute: only closing the
 	// connection on cancel can end Run promptly.
-	s, err := c.NewSubscriber(SubscriberOptions{
+	s, err := newSubscriber(c, Options{
 		OnInvalidation:    func(session.Invalidation) {},
 		OnEvent:           func(ev Event) { items <- ev },
 		HeartbeatInterval: -1,
@@ -1074,35 +1200,35 @@ func TestSubscriberRunEndsPromptly(t *testing.T) {
 	goleak.VerifyNone(t, ignore)
 }
 
-func TestNewSubscriberOptions(t *testing.T) {
+func TestNewOptions(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { _ = rdb.Close() })
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	noop := func(session.Invalidation) {}
 	tests := []struct {
 		name         string
-		opts         SubscriberOptions
+		opts         Options
 		wantErr      bool
 		wantInterval time.Duration
 		wantTimeout  time.Duration
 	}{
-		{"defaults", SubscriberOptions{OnInvalidation: noop}, false, DefaultHeartbeatInterval, 3 * DefaultHeartbeatInterval},
-		{"timeout from interval", SubscriberOptions{OnInvalidation: noop, HeartbeatInterval: time.Second}, false, time.Second, 3 * time.Second},
-		{"explicit", SubscriberOptions{OnInvalidation: noop, HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond}, false, 100 * time.Millisecond, 300 * time.Millisecond},
-		{"heartbeat off", SubscriberOptions{OnInvalidation: noop, HeartbeatInterval: -1}, false, -1, 0},
-		{"name", SubscriberOptions{OnInvalidation: noop, Name: "gw-1:invalidations"}, false, DefaultHeartbeatInterval, 3 * DefaultHeartbeatInterval},
-		{"no OnInvalidation", SubscriberOptions{}, true, 0, 0},
-		{"negative timeout", SubscriberOptions{OnInvalidation: noop, HeartbeatTimeout: -1}, true, 0, 0},
-		{"timeout without heartbeat", SubscriberOptions{OnInvalidation: noop, HeartbeatInterval: -1, HeartbeatTimeout: time.Second}, true, 0, 0},
-		{"name with a space", SubscriberOptions{OnInvalidation: noop, Name: "gw 1"}, true, 0, 0},
-		{"name with a newline", SubscriberOptions{OnInvalidation: noop, Name: "gw\n1"}, true, 0, 0},
+		{"defaults", Options{OnInvalidation: noop}, false, DefaultHeartbeatInterval, 3 * DefaultHeartbeatInterval},
+		{"timeout from interval", Options{OnInvalidation: noop, HeartbeatInterval: time.Second}, false, time.Second, 3 * time.Second},
+		{"explicit", Options{OnInvalidation: noop, HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond}, false, 100 * time.Millisecond, 300 * time.Millisecond},
+		{"heartbeat off", Options{OnInvalidation: noop, HeartbeatInterval: -1}, false, -1, 0},
+		{"name", Options{OnInvalidation: noop, Name: "gw-1:invalidations"}, false, DefaultHeartbeatInterval, 3 * DefaultHeartbeatInterval},
+		{"no OnInvalidation", Options{}, true, 0, 0},
+		{"negative timeout", Options{OnInvalidation: noop, HeartbeatTimeout: -1}, true, 0, 0},
+		{"timeout without heartbeat", Options{OnInvalidation: noop, HeartbeatInterval: -1, HeartbeatTimeout: time.Second}, true, 0, 0},
+		{"name with a space", Options{OnInvalidation: noop, Name: "gw 1"}, true, 0, 0},
+		{"name with a newline", Options{OnInvalidation: noop, Name: "gw\n1"}, true, 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := c.NewSubscriber(tc.opts)
+			s, err := newSubscriber(c, tc.opts)
 			if tc.wantErr {
-				if err == nil || !strings.HasPrefix(err.Error(), "rediscache: ") {
-					t.Fatalf("NewSubscriber(%+v) error = %v, want a rediscache error", tc.opts, err)
+				if err == nil || !strings.HasPrefix(err.Error(), "subscriber: ") {
+					t.Fatalf("New(%+v) error = %v, want a subscriber error", tc.opts, err)
 				}
 				return
 			}
@@ -1124,7 +1250,7 @@ func TestEventKindString(t *testing.T) {
 	}
 }
 
-func ExampleCache_NewSubscriber() {
+func ExampleSubscriber() {
 	mr, err := miniredis.Run()
 	if err != nil {
 		panic(err)
@@ -1132,14 +1258,14 @@ func ExampleCache_NewSubscriber() {
 	defer mr.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
-	c, err := New(rdb, Options{})
+	c, err := rediscache.New(rdb, rediscache.Options{})
 	if err != nil {
 		panic(err)
 	}
 
 	synced := make(chan struct{})
 	revoked := make(chan struct{})
-	sub, err := c.NewSubscriber(SubscriberOptions{
+	sub, err := newSubscriber(c, Options{
 		Name: "gateway-1",
 		OnInvalidation: func(m session.Invalidation) {
 			fmt.Println("revoke session", m.SessionID)
@@ -1176,11 +1302,11 @@ func ExampleCache_NewSubscriber() {
 func BenchmarkSubscriberHandle(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	b.Cleanup(func() { _ = rdb.Close() })
-	c, err := New(rdb, Options{})
+	c, err := rediscache.New(rdb, rediscache.Options{})
 	if err != nil {
 		b.Fatalf("New: %v", err)
 	}
-	s, err := c.NewSubscriber(SubscriberOptions{OnInvalidation: func(session.Invalidation) {}})
+	s, err := newSubscriber(c, Options{OnInvalidation: func(session.Invalidation) {}})
 	if err != nil {
 		b.Fatalf("NewSubscriber: %v", err)
 	}
@@ -1207,9 +1333,9 @@ func BenchmarkSubscriberHandle(b *testing.B) {
 func TestSubscriberForgedSequenceIsNotAResync(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	l := c.Layout()
-	h := startSubscriber(t, c, SubscriberOptions{}, nil)
+	h := startSubscriber(t, c, Options{}, nil)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	h.expectInvalidation(t, mustRevoke(t, rdb, l, session.Invalidation{SessionID: "dev-1"}, true))
 
@@ -1236,14 +1362,14 @@ func TestSubscriberForgedSequenceIsNotAResync(t *testing.T) {
 func TestSubscriberBacklogIsNotAHeartbeatFailure(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	l := c.Layout()
 	const n = 20
 	var got atomic.Int64
 	done := make(chan struct{})
 	synced := make(chan struct{}, 1)
 	var lost atomic.Int64
-	sub, err := c.NewSubscriber(SubscriberOptions{
+	sub, err := newSubscriber(c, Options{
 		HeartbeatInterval: 50 * time.Millisecond,
 		HeartbeatTimeout:  150 * time.Millisecond,
 		OnInvalidation: func(session.Invalidation) {
@@ -1292,7 +1418,7 @@ func TestSubscriberBacklogIsNotAHeartbeatFailure(t *testing.T) {
 func TestSubscriberDropsFromUnanchoredPosition(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client(t)
-	c := subCache(t, rdb, Options{})
+	c := subCache(t, rdb, rediscache.Options{})
 	ctx := context.Background()
 	hook := oneShot(func(string) {
 		if _, err := c.RevokeSession(ctx, "dev-lost"); err != nil {
@@ -1305,7 +1431,7 @@ func TestSubscriberDropsFromUnanchoredPosition(t *testing.T) {
 			t.Errorf("RevokeSession: %v", err)
 		}
 	})
-	h := startSubscriber(t, c, SubscriberOptions{}, hook)
+	h := startSubscriber(t, c, Options{}, hook)
 	h.expectEvent(t, EventSynced, ReasonStart)
 	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
@@ -1314,4 +1440,12 @@ func TestSubscriberDropsFromUnanchoredPosition(t *testing.T) {
 	if ev, _ := h.untilSynced(t); !ev.DropActive {
 		t.Fatalf("resync from position 0 = %+v, want DropActive", ev)
 	}
+}
+
+// newSubscriber returns a Subscriber of c's channel on c's client, with c's
+// call timeout and log length.
+func newSubscriber(c *rediscache.Cache, opts Options) (*Subscriber, error) {
+	o := c.Options()
+	opts.CallTimeout, opts.LogMaxLen = o.CallTimeout, o.LogMaxLen
+	return New(c.Client(), c.Layout(), opts)
 }

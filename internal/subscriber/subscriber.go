@@ -1,4 +1,4 @@
-package rediscache
+package subscriber
 
 import (
 	"context"
@@ -13,10 +13,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/internal/mutation"
+	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
-// DefaultHeartbeatInterval is the default SubscriberOptions.HeartbeatInterval.
+// DefaultHeartbeatInterval is the default Options.HeartbeatInterval.
 const DefaultHeartbeatInterval = 500 * time.Millisecond
 
 // Reasons carried by Event.Reason.
@@ -62,9 +63,9 @@ const (
 	probePrefix = "rediscache-heartbeat-"
 )
 
-// SubscriberOptions configures a Subscriber. Zero fields mean the
+// Options configures a Subscriber. Zero fields mean the
 // documented defaults.
-type SubscriberOptions struct {
+type Options struct {
 	// OnInvalidation receives every invalidation: the ones that arrive on
 	// the channel, in arrival order, and the ones replayed from the log, in
 	// sequence order. It is called from Run's goroutine, one call at a
@@ -118,33 +119,41 @@ type SubscriberOptions struct {
 	// comes from it: when a heartbeat probe is due and when an unanswered
 	// one has failed, the deadline of a new connection's confirmation, the
 	// backoff between failed connections, Event.At, and
-	// SubscriberStats.LastMessageUnixMs and LastHeartbeatUnixMs. The waits
+	// Stats.LastMessageUnixMs and LastHeartbeatUnixMs. The waits
 	// between two checks are real timers of the durations this clock
 	// gives: a clock that stands still sends no probe and fails none, and
 	// one that jumps makes the next check due at once. It is called from
 	// Run's goroutine and, on a cluster, from the tracker connections'
 	// goroutines, so it must be safe for concurrent use.
 	Now func() time.Time
+	// CallTimeout bounds each Redis call of a sync, and a quarter of the
+	// time a new connection has to be confirmed. Default
+	// rediscache.DefaultCallTimeout.
+	CallTimeout time.Duration
+	// LogMaxLen is the Cache's rediscache.Options.LogMaxLen: a replay of a
+	// longer range than a log can hold is not tried. Default
+	// rediscache.DefaultLogMaxLen.
+	LogMaxLen int
 }
 
-func (o *SubscriberOptions) setDefaults() error {
+func (o *Options) setDefaults() error {
 	if o.OnInvalidation == nil {
-		return errors.New("rediscache: SubscriberOptions.OnInvalidation is nil")
+		return errors.New("subscriber: Options.OnInvalidation is nil")
 	}
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	switch {
 	case o.HeartbeatInterval < 0 && o.HeartbeatTimeout != 0:
-		return fmt.Errorf("rediscache: HeartbeatTimeout %v is set but the heartbeat is off", o.HeartbeatTimeout)
+		return fmt.Errorf("subscriber: HeartbeatTimeout %v is set but the heartbeat is off", o.HeartbeatTimeout)
 	case o.HeartbeatTimeout < 0:
-		return fmt.Errorf("rediscache: negative HeartbeatTimeout %v", o.HeartbeatTimeout)
+		return fmt.Errorf("subscriber: negative HeartbeatTimeout %v", o.HeartbeatTimeout)
 	case o.HeartbeatInterval > 0 && o.HeartbeatTimeout == 0:
 		o.HeartbeatTimeout = 3 * o.HeartbeatInterval
 	}
 	for i := 0; i < len(o.Name); i++ {
 		if c := o.Name[i]; c < '!' || c > '~' {
-			return fmt.Errorf("rediscache: subscriber Name has a disallowed byte 0x%02x at offset %d", c, i)
+			return fmt.Errorf("subscriber: Name has a disallowed byte 0x%02x at offset %d", c, i)
 		}
 	}
 	if o.Logger == nil {
@@ -152,6 +161,12 @@ func (o *SubscriberOptions) setDefaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = rediscache.DefaultCallTimeout
+	}
+	if o.LogMaxLen <= 0 {
+		o.LogMaxLen = rediscache.DefaultLogMaxLen
 	}
 	return nil
 }
@@ -180,7 +195,7 @@ func (k EventKind) String() string {
 	}
 }
 
-// Event reports a change of the channel's health to SubscriberOptions.OnEvent.
+// Event reports a change of the channel's health to Options.OnEvent.
 type Event struct {
 	// Kind is EventLost or EventSynced.
 	Kind EventKind
@@ -199,9 +214,9 @@ type Event struct {
 	At time.Time
 }
 
-// SubscriberStats counts what a Subscriber saw since NewSubscriber, over all
+// Stats counts what a Subscriber saw since NewSubscriber, over all
 // its Runs. The counters only grow.
-type SubscriberStats struct {
+type Stats struct {
 	// Received counts messages received on the channel, malformed or not.
 	Received uint64
 	// Malformed counts messages dropped because session.ParseInvalidation
@@ -246,7 +261,7 @@ type SubscriberStats struct {
 
 // Subscriber keeps an L1 in step with the invalidation channel. Its Run
 // subscribes, receives invalidations and passes them to
-// SubscriberOptions.OnInvalidation, and notices every way a message can be
+// Options.OnInvalidation, and notices every way a message can be
 // missed:
 //
 //   - a broken connection: go-redis reconnects and resubscribes silently,
@@ -286,8 +301,9 @@ type SubscriberStats struct {
 // Run owns its connection and every goroutine it starts. Stats is safe for
 // concurrent use; Run must not run twice at the same time.
 type Subscriber struct {
-	c    *Cache
-	opts SubscriberOptions
+	rdb    redis.UniversalClient
+	layout rediscache.Layout
+	opts   Options
 	// setup bounds the time from creating a connection to its
 	// subscription confirmation.
 	setup   time.Duration
@@ -300,7 +316,7 @@ type Subscriber struct {
 	testHookLost func(reason string)
 }
 
-// subscriberCounters holds the atomics behind SubscriberStats.
+// subscriberCounters holds the atomics behind Stats.
 type subscriberCounters struct {
 	received, malformed, gaps, resyncs, replayed, dropActive atomic.Uint64
 	forged                                                   atomic.Uint64
@@ -313,17 +329,17 @@ type subscriberCounters struct {
 	tracking, trackingRefused atomic.Bool
 }
 
-// NewSubscriber returns a Subscriber of the Cache's channel, which uses the
-// Cache's client for the subscription and for reading counters and logs.
-// Run starts it.
-func (c *Cache) NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
+// New returns a Subscriber of layout's channel, which uses rdb for the
+// subscription (unless Options.Client is set) and for reading counters and
+// logs. Run starts it.
+func New(rdb redis.UniversalClient, layout rediscache.Layout, opts Options) (*Subscriber, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Subscriber{c: c, opts: opts, setup: max(opts.HeartbeatTimeout, 4*c.opts.CallTimeout)}, nil
+	return &Subscriber{rdb: rdb, layout: layout, opts: opts, setup: max(opts.HeartbeatTimeout, 4*opts.CallTimeout)}, nil
 }
 
-// until returns the time from now to t on SubscriberOptions.Now. A
+// until returns the time from now to t on Options.Now. A
 // deadline on that clock bounds a context or a receive through it: both
 // run on real timers.
 func (s *Subscriber) until(t time.Time) time.Duration {
@@ -341,8 +357,8 @@ func (s *Subscriber) LossBound() time.Duration {
 }
 
 // Stats returns the counters. It is cheap and safe for concurrent use.
-func (s *Subscriber) Stats() SubscriberStats {
-	return SubscriberStats{
+func (s *Subscriber) Stats() Stats {
+	return Stats{
 		Received:            s.st.received.Load(),
 		Malformed:           s.st.malformed.Load(),
 		Forged:              s.st.forged.Load(),
@@ -370,7 +386,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 // if it is already running.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
-		return errors.New("rediscache: Subscriber.Run is already running")
+		return errors.New("subscriber: Subscriber.Run is already running")
 	}
 	defer s.running.Store(false)
 	defer s.st.subscribed.Store(false)
@@ -379,7 +395,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if own {
 		defer client.Close()
 	}
-	n := s.c.layout.Stripes()
+	n := s.layout.Stripes()
 	r := &runState{s: s, client: client, own: own, last: make([]uint64, n), lastAt: make([]int64, n)}
 	reason := ReasonStart
 	var delay time.Duration
@@ -417,14 +433,14 @@ func (s *Subscriber) Run(ctx context.Context) error {
 type subscriberKey struct{}
 
 // ownClient returns the client that Run subscribes through, and whether
-// Run made it (and must close it): a copy of SubscriberOptions.Client, or
+// Run made it (and must close it): a copy of Options.Client, or
 // of the Cache's client, that speaks RESP2 (so that invalidations arrive
 // as pub/sub messages on the connection itself) and turns tracking on for
 // each subscriber connection it makes.
 func (s *Subscriber) ownClient() (redis.UniversalClient, bool) {
 	base := s.opts.Client
 	if base == nil {
-		base = s.c.rdb
+		base = s.rdb
 	}
 	if s.opts.OnKeysChanged == nil {
 		return base, false
@@ -475,7 +491,7 @@ func (s *Subscriber) track(ctx context.Context, cn *redis.Conn) error {
 	}
 	id, err := cn.ClientID(ctx).Result()
 	if err == nil {
-		err = cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", s.c.layout.SessionKeyPrefix()).Err()
+		err = cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", s.layout.SessionKeyPrefix()).Err()
 	}
 	var rerr redis.Error
 	switch {
@@ -484,7 +500,7 @@ func (s *Subscriber) track(ctx context.Context, cn *redis.Conn) error {
 		return nil
 	case errors.As(err, &rerr):
 		if !s.st.trackingRefused.Swap(true) {
-			s.opts.Logger.Warn("rediscache: Redis refused CLIENT TRACKING; only this library's revocations reach L1, "+
+			s.opts.Logger.Warn("subscriber: Redis refused CLIENT TRACKING; only this library's revocations reach L1, "+
 				"not hand edits, DEL, expiry, eviction or flushes", "err", err)
 		}
 		return nil
@@ -565,7 +581,7 @@ func (r *runState) connect(ctx context.Context, reason string) (lost string, syn
 // returning the reason and the error that revealed the loss.
 func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, syncedAt *time.Time) (string, error) {
 	s := r.s
-	channel := s.c.layout.Channel()
+	channel := s.layout.Channel()
 	deadline := s.opts.Now().Add(s.setup)
 	if cc, ok := r.client.(*redis.ClusterClient); ok && r.own && !s.st.trackingRefused.Load() {
 		tr, err := r.startTrackers(ctx, cc, deadline, func() { _ = ps.Close() })
@@ -607,9 +623,9 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 			// go-redis reconnects by itself after this error; the
 			// caller closes that connection and starts its own.
 			if confirmed {
-				return ReasonReconnect, fmt.Errorf("rediscache: receive: %w", err)
+				return ReasonReconnect, fmt.Errorf("subscriber: receive: %w", err)
 			}
-			return ReasonError, fmt.Errorf("rediscache: receive the subscription confirmation: %w", err)
+			return ReasonError, fmt.Errorf("subscriber: receive the subscription confirmation: %w", err)
 		}
 		if err == nil {
 			r.lastRecv = s.opts.Now()
@@ -629,13 +645,13 @@ func (r *runState) serve(ctx context.Context, ps *redis.PubSub, reason string, s
 				break
 			}
 			if m.Kind != "subscribe" {
-				return ReasonError, fmt.Errorf("rediscache: unexpected %q of the invalidation channel", m.Kind)
+				return ReasonError, fmt.Errorf("subscriber: unexpected %q of the invalidation channel", m.Kind)
 			}
 			if confirmed {
 				// A second confirmation: go-redis replaced the
 				// connection without returning an error. Replace it
 				// with one of ours, named and synced like any other.
-				return ReasonReconnect, errors.New("rediscache: subscription confirmed again: go-redis replaced the connection")
+				return ReasonReconnect, errors.New("subscriber: subscription confirmed again: go-redis replaced the connection")
 			}
 			confirmed = true
 			if err := r.sync(ctx, reason); err != nil {
@@ -669,23 +685,23 @@ func (r *runState) subscribe(ctx context.Context, ps *redis.PubSub, deadline tim
 		// the name is there before the connection subscribes. Its reply
 		// comes back through the receive path, as a *redis.Pong "OK".
 		if err := ps.ClientSetName(sctx, name); err != nil {
-			return fmt.Errorf("rediscache: connect the subscriber: %w", err)
+			return fmt.Errorf("subscriber: connect the subscriber: %w", err)
 		}
 		reply, err := ps.ReceiveTimeout(sctx, max(r.s.until(deadline), time.Millisecond))
 		var rerr redis.Error
 		switch {
 		case errors.As(err, &rerr):
-			r.s.opts.Logger.Warn("rediscache: CLIENT SETNAME refused; the subscriber connection stays unnamed", "err", err)
+			r.s.opts.Logger.Warn("subscriber: CLIENT SETNAME refused; the subscriber connection stays unnamed", "err", err)
 		case err != nil:
-			return fmt.Errorf("rediscache: name the subscriber connection: %w", err)
+			return fmt.Errorf("subscriber: name the subscriber connection: %w", err)
 		default:
 			if p, ok := reply.(*redis.Pong); !ok || p.Payload != "OK" {
-				return fmt.Errorf("rediscache: unexpected reply %T to CLIENT SETNAME", reply)
+				return fmt.Errorf("subscriber: unexpected reply %T to CLIENT SETNAME", reply)
 			}
 		}
 	}
-	if err := ps.Subscribe(sctx, r.s.c.layout.Channel()); err != nil {
-		return fmt.Errorf("rediscache: subscribe: %w", err)
+	if err := ps.Subscribe(sctx, r.s.layout.Channel()); err != nil {
+		return fmt.Errorf("subscriber: subscribe: %w", err)
 	}
 	return nil
 }
@@ -727,7 +743,7 @@ func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, co
 	switch {
 	case !confirmed:
 		if !now.Before(deadline) {
-			return ReasonError, fmt.Errorf("rediscache: subscription not confirmed within %v", s.setup)
+			return ReasonError, fmt.Errorf("subscriber: subscription not confirmed within %v", s.setup)
 		}
 		return "", nil
 	case s.opts.HeartbeatInterval < 0:
@@ -735,7 +751,7 @@ func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, co
 	case r.probe != "":
 		if !now.Before(r.probeDeadline()) {
 			s.st.heartbeatFailures.Add(1)
-			return ReasonHeartbeat, fmt.Errorf("rediscache: heartbeat not answered within %v", s.opts.HeartbeatTimeout)
+			return ReasonHeartbeat, fmt.Errorf("subscriber: heartbeat not answered within %v", s.opts.HeartbeatTimeout)
 		}
 		return "", nil
 	case now.Before(r.nextProbe):
@@ -748,7 +764,7 @@ func (r *runState) tick(ctx context.Context, ps *redis.PubSub, now time.Time, co
 	err := ps.Ping(pctx, r.probe)
 	cancel()
 	if err != nil {
-		return ReasonReconnect, fmt.Errorf("rediscache: send a heartbeat: %w", err)
+		return ReasonReconnect, fmt.Errorf("subscriber: send a heartbeat: %w", err)
 	}
 	s.st.heartbeatsSent.Add(1)
 	return "", nil
@@ -797,7 +813,7 @@ func (r *runState) handle(ctx context.Context, payload string) error {
 func (r *runState) changed(keys []string) {
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
-		if id, ok := r.s.c.layout.SessionIDOfKey(k); ok {
+		if id, ok := r.s.layout.SessionIDOfKey(k); ok {
 			ids = append(ids, id)
 		}
 	}
@@ -811,7 +827,7 @@ func (r *runState) changed(keys []string) {
 func (r *runState) gap(ctx context.Context, m session.Invalidation) error {
 	s, k := r.s, m.Stripe
 	s.st.gaps.Add(1)
-	s.opts.Logger.Warn("rediscache: gap in the invalidation sequence", "stripe", k, "last", r.last[k], "seq", m.Seq)
+	s.opts.Logger.Warn("subscriber: gap in the invalidation sequence", "stripe", k, "last", r.last[k], "seq", m.Seq)
 	r.emit(Event{Kind: EventLost, Reason: ReasonGap})
 	start := s.opts.Now()
 	n, complete, err := r.replay(ctx, k, r.last[k], r.lastAt[k], m.Seq-1)
@@ -839,10 +855,10 @@ func (r *runState) gap(ctx context.Context, m session.Invalidation) error {
 // drop its active L1 entries. When the counter cannot be read, it reports
 // false and the caller resyncs (the safe side).
 func (r *runState) forged(ctx context.Context, m session.Invalidation, contradicts func(counter uint64) bool) bool {
-	c := r.s.c
-	cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+	s := r.s
+	cctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
-	counter, err := c.rdb.Get(cctx, c.layout.SeqKey(m.Stripe)).Uint64()
+	counter, err := s.rdb.Get(cctx, s.layout.SeqKey(m.Stripe)).Uint64()
 	if errors.Is(err, redis.Nil) {
 		counter, err = 0, nil
 	}
@@ -850,7 +866,7 @@ func (r *runState) forged(ctx context.Context, m session.Invalidation, contradic
 		return false
 	}
 	r.s.st.forged.Add(1)
-	r.s.opts.Logger.Warn("rediscache: invalidation with a sequence number Redis did not assign; applied without a resync",
+	r.s.opts.Logger.Warn("subscriber: invalidation with a sequence number Redis did not assign; applied without a resync",
 		"stripe", m.Stripe, "seq", m.Seq, "counter", counter)
 	return true
 }
@@ -861,7 +877,7 @@ func (r *runState) forged(ctx context.Context, m session.Invalidation, contradic
 func (r *runState) restarted(m session.Invalidation) error {
 	s, k := r.s, m.Stripe
 	s.st.gaps.Add(1)
-	s.opts.Logger.Warn("rediscache: invalidation counter started again", "stripe", k, "last", r.last[k], "seq", m.Seq)
+	s.opts.Logger.Warn("subscriber: invalidation counter started again", "stripe", k, "last", r.last[k], "seq", m.Seq)
 	r.emit(Event{Kind: EventLost, Reason: ReasonGap})
 	r.last[k], r.lastAt[k] = m.Seq, m.AtMS
 	r.synced(ReasonGap, 0, true)
@@ -877,14 +893,14 @@ func (r *runState) malformed(size int) {
 		r.malformedQuiet++
 		return
 	}
-	r.s.opts.Logger.Warn("rediscache: dropped a malformed invalidation message",
+	r.s.opts.Logger.Warn("subscriber: dropped a malformed invalidation message",
 		"bytes", size, "dropped_without_log", r.malformedQuiet)
 	r.malformedLogged, r.malformedQuiet = now, 0
 }
 
 // lose reports a loss.
 func (r *runState) lose(reason string, err error) {
-	r.s.opts.Logger.Warn("rediscache: invalidation channel lost", "reason", reason, "err", err)
+	r.s.opts.Logger.Warn("subscriber: invalidation channel lost", "reason", reason, "err", err)
 	r.emit(Event{Kind: EventLost, Reason: reason})
 }
 
@@ -899,7 +915,7 @@ func (r *runState) synced(reason string, replayed int, drop bool) {
 	if drop {
 		r.s.st.dropActive.Add(1)
 	}
-	r.s.opts.Logger.Info("rediscache: invalidation channel synced", "reason", reason, "replayed", replayed, "drop_active", drop)
+	r.s.opts.Logger.Info("subscriber: invalidation channel synced", "reason", reason, "replayed", replayed, "drop_active", drop)
 	r.emit(Event{Kind: EventSynced, Reason: reason, Replayed: replayed, DropActive: drop})
 }
 

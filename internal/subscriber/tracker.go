@@ -1,4 +1,4 @@
-package rediscache
+package subscriber
 
 import (
 	"context"
@@ -67,7 +67,7 @@ func (r *runState) startTrackers(ctx context.Context, cc *redis.ClusterClient, d
 		}
 		r.s.st.tracking.Store(false)
 		if err != nil {
-			return nil, fmt.Errorf("rediscache: start the cluster's trackers: %w", err)
+			return nil, fmt.Errorf("subscriber: start the cluster's trackers: %w", err)
 		}
 		return nil, nil
 	}
@@ -117,7 +117,7 @@ func trackerReason(err error) string {
 }
 
 // errRedisFlushed is the error of a loss by flush.
-const errRedisFlushed = "rediscache: Redis was flushed"
+const errRedisFlushed = "subscriber: Redis was flushed"
 
 // run receives one tracker's invalidations until its connection fails, its
 // heartbeat goes unanswered or ctx ends, and returns why.
@@ -145,15 +145,15 @@ func (t *trackers) run(ctx context.Context, ps *redis.PubSub) error {
 			s.st.flushes.Add(1)
 			return errors.New(errRedisFlushed)
 		case err != nil && !isTimeout(err):
-			return fmt.Errorf("rediscache: tracker: %w", err)
+			return fmt.Errorf("subscriber: tracker: %w", err)
 		case err != nil && probe != "":
 			s.st.heartbeatFailures.Add(1)
-			return fmt.Errorf("rediscache: tracker heartbeat not answered within %v", timeout)
+			return fmt.Errorf("subscriber: tracker heartbeat not answered within %v", timeout)
 		case err != nil && timeout > 0:
 			n++
 			probe, sent = probePrefix+"t"+strconv.Itoa(n), s.opts.Now()
 			if err := ps.Ping(ctx, probe); err != nil {
-				return fmt.Errorf("rediscache: tracker heartbeat: %w", err)
+				return fmt.Errorf("subscriber: tracker heartbeat: %w", err)
 			}
 			s.st.heartbeatsSent.Add(1)
 		}
@@ -168,7 +168,7 @@ func (t *trackers) run(ctx context.Context, ps *redis.PubSub) error {
 				probe = ""
 			}
 		case *redis.Subscription:
-			return errors.New("rediscache: tracker subscription confirmed again: go-redis replaced the connection")
+			return errors.New("subscriber: tracker subscription confirmed again: go-redis replaced the connection")
 		}
 	}
 }
