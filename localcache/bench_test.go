@@ -30,7 +30,7 @@ func BenchmarkGetHit(b *testing.B) {
 	recs := benchRecords()
 	c := newCache(b, localcache.Options{Size: benchKeys})
 	for _, r := range recs {
-		fill(b, c, r)
+		store(c, r)
 	}
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
@@ -106,28 +106,13 @@ func BenchmarkRawLRUGet(b *testing.B) {
 	})
 }
 
-// BenchmarkFill measures storing an active record with a fresh token.
-func BenchmarkFill(b *testing.B) {
-	recs := benchRecords()
-	c := newCache(b, localcache.Options{Size: benchKeys})
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		c.Fill(c.Begin(), recs[i])
-		i++
-		if i == len(recs) {
-			i = 0
-		}
-	}
-}
-
 // hitPolicy is a cache policy replayed against a trace of session indexes:
 // access reports whether index i was a hit, and stores it after a miss.
 type hitPolicy interface {
 	access(i int32) bool
 }
 
-// slruPolicy is localcache itself: Get, and Fill after a miss.
+// slruPolicy is localcache itself: Get, and a Load after a miss.
 type slruPolicy struct {
 	c    *localcache.Cache
 	recs []session.Record
@@ -137,7 +122,7 @@ func (p *slruPolicy) access(i int32) bool {
 	if _, ok := p.c.Get(p.recs[i].DeviceSessionID); ok {
 		return true
 	}
-	p.c.Fill(p.c.Begin(), p.recs[i])
+	store(p.c, p.recs[i])
 	return false
 }
 

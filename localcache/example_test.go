@@ -15,39 +15,36 @@ func Example() {
 		panic(err)
 	}
 	ctx := context.Background()
-
-	// A lookup missed L1: take a token, read the lower tier, fill.
-	tok := c.Begin()
 	rec := session.Record{
 		DeviceSessionID: "dev-1",
 		UserID:          "user-7",
 		ClientPublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
 		Status:          session.StatusActive,
 	}
-	stored, ok := c.Fill(tok, rec)
-	fmt.Println("fill:", stored.Status, ok)
 
-	// Another lookup starts reading the lower tier ...
-	slow := c.Begin()
-	// ... while the session is revoked.
-	c.Revoke("dev-1", 1764415200000)
+	// A miss is loaded from a slower source (the backend) and stored.
+	got, err := c.Load(ctx, "dev-1", func(context.Context) (session.Record, error) { return rec, nil })
+	fmt.Println("load:", got.Status, err)
 
-	got, err := c.Lookup(ctx, "dev-1")
-	fmt.Println("lookup:", got.Status, *got.RevokedAtMS, err)
+	// A revocation arrives while another session is being loaded: the load
+	// read "active", but it cannot resurrect the session.
+	rec.DeviceSessionID = "dev-2"
+	got, err = c.Load(ctx, "dev-2", func(context.Context) (session.Record, error) {
+		c.MarkAllRevokedForUser("user-7")
+		return rec, nil
+	})
+	fmt.Println("load during a revocation:", got.Status, err)
 
-	// The slow read saw "active", but it cannot resurrect the session: the
-	// record is stored converted to revoked.
-	stored, ok = c.Fill(slow, rec)
-	fmt.Println("stale fill:", stored.Status, ok)
-
-	_, err = c.Lookup(ctx, "dev-2")
+	got, err = c.Lookup(ctx, "dev-1")
+	fmt.Println("lookup:", got.Status, err)
+	_, err = c.Lookup(ctx, "dev-3")
 	fmt.Println("unknown:", errors.Is(err, session.ErrNotFound))
 	_, err = c.Lookup(ctx, "dev-*")
 	fmt.Println("invalid:", errors.Is(err, session.ErrInvalidID))
 	// Output:
-	// fill: active true
-	// lookup: revoked 1764415200000 <nil>
-	// stale fill: revoked true
+	// load: active <nil>
+	// load during a revocation: revoked <nil>
+	// lookup: revoked <nil>
 	// unknown: true
 	// invalid: true
 }

@@ -32,7 +32,7 @@ func heapPerEntry(t testing.TB, n int) float64 {
 			ClientPublicKey: base64.StdEncoding.EncodeToString(sum[:]),
 			Status:          session.StatusActive,
 		}
-		c.Fill(c.Begin(), r)
+		store(c, r)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -66,9 +66,9 @@
 //
 // A user-wide revocation is one message, however many sessions the user
 // has. A message per session would add nothing. The user message reaches
-// every replica's L1: each replica applies it as localcache's RevokeUser,
+// every replica's L1: each replica applies it as a user-wide revocation,
 // which flips every cached session of the user and makes a fill whose
-// Token predates it store the user's sessions revoked; it is numbered and
+// token predates it store the user's sessions revoked; it is numbered and
 // logged like any other, so a replica that misses it finds the gap and
 // replays it from the log, or drops its active entries. And it is
 // published after every indexed session is marked revoked in Redis: a

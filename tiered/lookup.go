@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -101,7 +101,7 @@ func (c *Cache) load(ctx context.Context, id string) (session.Record, Tier, erro
 // flight is the outcome of one shared backend call.
 type flight struct {
 	rec session.Record
-	tok localcache.Token // taken before the backend was asked
+	tok l1.Token // taken before the backend was asked
 	// fresh marks an answer the backend gave after this replica had
 	// applied its own pending revocations to L1: the backend revokes
 	// before it pushes, so a pending user-wide revocation is in it
@@ -230,7 +230,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 // write, or another replica's), the key is read from Redis once more and
 // that is cached instead, so that a replica's fills do not leave its own
 // or its peers' lookups uncached.
-func (c *Cache) fillL1(ctx context.Context, tok localcache.Token, rec session.Record, fresh bool) session.Record {
+func (c *Cache) fillL1(ctx context.Context, tok l1.Token, rec session.Record, fresh bool) session.Record {
 	got, cached := c.l1.Fill(tok, c.ownRevocations(rec, fresh))
 	if cached || got.Status != session.StatusActive {
 		return got
@@ -250,7 +250,7 @@ func (c *Cache) fillL1(ctx context.Context, tok localcache.Token, rec session.Re
 // askAgain repeats a backend call whose answer a revocation may have
 // overtaken. The token is taken first, so that Check and Fill with it catch
 // any invalidation that arrives during this call too.
-func (c *Cache) askAgain(ctx context.Context, id string) (session.Record, localcache.Token, error) {
+func (c *Cache) askAgain(ctx context.Context, id string) (session.Record, l1.Token, error) {
 	tok := c.l1.Begin()
 	rec, err := c.fetchBackend(ctx, id)
 	return rec, tok, err

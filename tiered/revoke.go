@@ -327,7 +327,7 @@ func (c *Cache) apply(m session.Invalidation) {
 // still says active, flipped if it says revoked (a hand revocation), and
 // dropped if the record is gone or unreadable. Either way the id is marked
 // changed, so that a lookup reading it at this moment does not cache what it
-// read; deciding and marking are one step (localcache.Cache.Changed), so a
+// read; deciding and marking are one step (l1.Cache.Changed), so a
 // fill landing in between is checked too, never dropped unread.
 func (c *Cache) keysChanged(ids []string) {
 	for _, id := range ids {

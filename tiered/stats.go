@@ -88,7 +88,7 @@ func (c *Cache) Stats() Stats {
 	}
 	// Read after L1Distrusted, so that a distrusted hit counted between
 	// the two reads cannot make L1Hits negative.
-	st.L1, st.L1Entries = c.l1.Stats(), c.l1.Len()
+	st.L1, st.L1Entries = localcache.Stats(c.l1.Stats()), c.l1.Len()
 	st.L1Hits = int64(st.L1.Hits) - st.L1Distrusted
 	st.FanoutCount, st.FanoutP50, st.FanoutP99, st.FanoutMax = s.fanout.summary()
 	return st

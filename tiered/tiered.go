@@ -48,6 +48,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/localcache"
 	"github.com/galaxy-game/sessioncache/rediscache"
@@ -226,7 +227,7 @@ func (t Tier) String() string {
 // Cache is the tiered session cache. Create it with New.
 type Cache struct {
 	opts    Options
-	l1      *localcache.Cache
+	l1      *l1.Cache
 	l2      *rediscache.Cache
 	backend Fetcher
 	sub     *subscriber.Subscriber
@@ -283,7 +284,7 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 		clock = newCoarseClock()
 		opts.Local.Now = clock.Now
 	}
-	l1, err := localcache.New(opts.Local)
+	l1c, err := l1.New(l1.Options{Size: opts.Local.Size, TTL: opts.Local.TTL, Now: opts.Local.Now})
 	if err != nil {
 		return nil, fmt.Errorf("tiered: %w", err)
 	}
@@ -293,7 +294,7 @@ func newCache(opts Options, hooks testHooks) (*Cache, error) {
 	}
 	c := &Cache{
 		opts:    opts,
-		l1:      l1,
+		l1:      l1c,
 		l2:      opts.Redis,
 		backend: opts.Backend,
 		neg:     neg,

@@ -29,7 +29,7 @@ const (
 	// active record over a revoked one (rediscache.Cache.Fill). Disabled,
 	// Fill writes the record with a plain HSET.
 	GuardedFill Guard = iota + 1
-	// L1Generation is the L1 token check (localcache Fill and Check): a
+	// L1Generation is the L1 token check (internal/l1 Fill and Check): a
 	// record read from a lower tier before an invalidation of its session
 	// or user is stored, or answered, as revoked, and one read before a
 	// change Redis reported (Invalidate) is not stored. Disabled, it is

@@ -1,4 +1,4 @@
-package localcache
+package l1
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package localcache_test
+package l1_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/galaxy-game/sessioncache/internal/fakeclock"
-	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -29,9 +29,9 @@ func revoked(id, user string, atMS int64) session.Record {
 	return active(id, user).Revoked(atMS)
 }
 
-func newCache(t testing.TB, opts localcache.Options) *localcache.Cache {
+func newCache(t testing.TB, opts l1.Options) *l1.Cache {
 	t.Helper()
-	c, err := localcache.New(opts)
+	c, err := l1.New(opts)
 	if err != nil {
 		t.Fatalf("New(%+v) = %v", opts, err)
 	}
@@ -39,7 +39,7 @@ func newCache(t testing.TB, opts localcache.Options) *localcache.Cache {
 }
 
 // fill stores r with a fresh token and fails the test if it is not stored.
-func fill(t testing.TB, c *localcache.Cache, r session.Record) {
+func fill(t testing.TB, c *l1.Cache, r session.Record) {
 	t.Helper()
 	if got, ok := c.Fill(c.Begin(), r); !ok || !sameRecord(got, r) {
 		t.Fatalf("Fill(fresh, %s) = %s, %v; want it stored", show(r), show(got), ok)
@@ -67,7 +67,7 @@ func show(r session.Record) string {
 }
 
 // wantGet asserts what Get(id) returns: a miss if want is nil.
-func wantGet(t *testing.T, c *localcache.Cache, id string, want *session.Record) {
+func wantGet(t *testing.T, c *l1.Cache, id string, want *session.Record) {
 	t.Helper()
 	got, ok := c.Get(id)
 	switch {
@@ -85,18 +85,18 @@ func ptr(r session.Record) *session.Record { return &r }
 func TestNewOptions(t *testing.T) {
 	tests := []struct {
 		name    string
-		opts    localcache.Options
+		opts    l1.Options
 		wantErr bool
 	}{
-		{"zero means defaults", localcache.Options{}, false},
-		{"explicit", localcache.Options{Size: 1, TTL: time.Millisecond, RecentInvalidations: 1}, false},
-		{"negative size", localcache.Options{Size: -1}, true},
-		{"negative ttl", localcache.Options{TTL: -time.Second}, true},
-		{"negative recent invalidations", localcache.Options{RecentInvalidations: -1}, true},
+		{"zero means defaults", l1.Options{}, false},
+		{"explicit", l1.Options{Size: 1, TTL: time.Millisecond, RecentInvalidations: 1}, false},
+		{"negative size", l1.Options{Size: -1}, true},
+		{"negative ttl", l1.Options{TTL: -time.Second}, true},
+		{"negative recent invalidations", l1.Options{RecentInvalidations: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := localcache.New(tt.opts)
+			c, err := l1.New(tt.opts)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("New(%+v) = %v, want error %v", tt.opts, err, tt.wantErr)
 			}
@@ -111,28 +111,28 @@ func TestNewOptions(t *testing.T) {
 }
 
 func TestDefaultSize(t *testing.T) {
-	c := newCache(t, localcache.Options{})
-	for i := range localcache.DefaultSize + 5 {
+	c := newCache(t, l1.Options{})
+	for i := range l1.DefaultSize + 5 {
 		fill(t, c, active(fmt.Sprintf("dev-%d", i), "u-1"))
 	}
-	if got := c.Len(); got != localcache.DefaultSize {
-		t.Errorf("Len() = %d, want %d", got, localcache.DefaultSize)
+	if got := c.Len(); got != l1.DefaultSize {
+		t.Errorf("Len() = %d, want %d", got, l1.DefaultSize)
 	}
 }
 
 func TestDefaultTTL(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{Now: clk.Now})
+	c := newCache(t, l1.Options{Now: clk.Now})
 	r := active("dev-1", "u-1")
 	fill(t, c, r)
-	clk.Advance(localcache.DefaultTTL - time.Nanosecond)
+	clk.Advance(l1.DefaultTTL - time.Nanosecond)
 	wantGet(t, c, "dev-1", &r)
 	clk.Advance(time.Nanosecond)
 	wantGet(t, c, "dev-1", nil)
 }
 
 func TestLRUBoundAndEvictionOrder(t *testing.T) {
-	c := newCache(t, localcache.Options{Size: 3})
+	c := newCache(t, l1.Options{Size: 3})
 	a, b, d, e := active("a", "u-1"), active("b", "u-1"), active("d", "u-2"), active("e", "u-2")
 	fill(t, c, a)
 	fill(t, c, b)
@@ -163,7 +163,7 @@ func TestLRUBoundAndEvictionOrder(t *testing.T) {
 
 func TestTTLExpiry(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{TTL: 10 * time.Second, Now: clk.Now})
+	c := newCache(t, l1.Options{TTL: 10 * time.Second, Now: clk.Now})
 	r := active("dev-1", "u-1")
 	fill(t, c, r)
 	clk.Advance(5 * time.Second)
@@ -188,7 +188,7 @@ func TestTTLExpiry(t *testing.T) {
 
 func TestRevokedServedUntilExpiry(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{TTL: 10 * time.Second, Now: clk.Now})
+	c := newCache(t, l1.Options{TTL: 10 * time.Second, Now: clk.Now})
 	fill(t, c, active("dev-1", "u-1"))
 	clk.Advance(4 * time.Second)
 	c.Revoke("dev-1", 1000)
@@ -208,7 +208,7 @@ func TestRevokedServedUntilExpiry(t *testing.T) {
 }
 
 func TestMarkRevoked(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	r := active("dev-1", "u-1")
 	fill(t, c, r)
 	fill(t, c, active("dev-2", "u-1"))
@@ -229,7 +229,7 @@ func TestMarkRevoked(t *testing.T) {
 }
 
 func TestMarkAllRevokedForUser(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	mine := []session.Record{active("a-1", "u-a"), active("a-2", "u-a"), active("a-3", "u-a")}
 	theirs := []session.Record{active("b-1", "u-b"), active("b-2", "u-b")}
 	for _, r := range append(append([]session.Record{}, mine...), theirs...) {
@@ -246,14 +246,14 @@ func TestMarkAllRevokedForUser(t *testing.T) {
 	}
 	// A session of u-a filled later from a read that began before the
 	// user-wide revocation is not stored active.
-	tok := localcache.Token{}
+	tok := l1.Token{}
 	if got, ok := c.Fill(tok, active("a-4", "u-a")); !ok || got.Status != session.StatusRevoked {
 		t.Errorf("Fill(old token, active a-4) = %s, %v; want revoked, true", show(got), ok)
 	}
 }
 
 func TestRevokeUserWithTime(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	fill(t, c, active("a-1", "u-a"))
 	c.RevokeUser("u-a", 1234)
 	wantGet(t, c, "a-1", ptr(revoked("a-1", "u-a", 1234)))
@@ -266,7 +266,7 @@ func TestRevokeUserWithTime(t *testing.T) {
 
 func TestRevokeUserRemovesExpired(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{TTL: time.Second, Now: clk.Now})
+	c := newCache(t, l1.Options{TTL: time.Second, Now: clk.Now})
 	fill(t, c, active("a-1", "u-a"))
 	clk.Advance(time.Second)
 	fill(t, c, active("a-2", "u-a"))
@@ -278,7 +278,7 @@ func TestRevokeUserRemovesExpired(t *testing.T) {
 }
 
 func TestInvalidIDsIgnoredByRevoke(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	r := active("dev-1", "u-1")
 	tok := c.Begin()
 	for _, id := range []string{"", "*", "dev 1", "{x}", "a\x00b"} {
@@ -292,7 +292,7 @@ func TestInvalidIDsIgnoredByRevoke(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	a, b := active("dev-a", "u-1"), active("dev-b", "u-1")
 	fill(t, c, a)
 	fill(t, c, b)
@@ -344,15 +344,15 @@ func TestLookup(t *testing.T) {
 }
 
 func TestInvalidLookupCountsNothing(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	_, _ = c.Lookup(context.Background(), "*")
-	if got := c.Stats(); got != (localcache.Stats{}) {
+	if got := c.Stats(); got != (l1.Stats{}) {
 		t.Errorf("Stats() after an invalid Lookup = %+v, want all zero", got)
 	}
 }
 
 func TestDropActive(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	a1, a2, b1, b2 := active("a-1", "u-a"), active("a-2", "u-a"), active("b-1", "u-b"), active("b-2", "u-b")
 	for _, r := range []session.Record{a1, a2, b1, b2} {
 		fill(t, c, r)
@@ -385,7 +385,7 @@ func TestDropActive(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{Size: 2, TTL: time.Second, Now: clk.Now})
+	c := newCache(t, l1.Options{Size: 2, TTL: time.Second, Now: clk.Now})
 	old := c.Begin()
 	c.Revoke("x-1", 0)
 	fill(t, c, active("a", "u"))          // Fills 1
@@ -398,14 +398,14 @@ func TestStats(t *testing.T) {
 	c.Get("a")                            // miss
 	clk.Advance(time.Second)              //
 	c.Get("c")                            // miss, expired
-	want := localcache.Stats{Hits: 1, Misses: 2, Evictions: 2, Expired: 1, Fills: 6, FillsRevoked: 1, FillsDropped: 2}
+	want := l1.Stats{Hits: 1, Misses: 2, Evictions: 2, Expired: 1, Fills: 6, FillsRevoked: 1, FillsDropped: 2}
 	if got := c.Stats(); got != want {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}
 }
 
 func TestGetHitAllocs(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	fill(t, c, active("dev-1", "u-1"))
 	c.Revoke("dev-1", 5)
 	fill(t, c, active("dev-2", "u-1"))

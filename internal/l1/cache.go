@@ -1,5 +1,6 @@
-// Package localcache is the per-process L1 of the session cache: a bounded
-// map of decoded session.Records, each with its own expiry, evicted by a
+// Package l1 is the per-process L1 of the session cache, behind package
+// localcache's narrow face and package tiered's lookups: a bounded map of
+// decoded session.Records, each with its own expiry, evicted by a
 // segmented LRU (a session read twice recently outlives sessions read once;
 // see Options.Size).
 //
@@ -16,7 +17,7 @@
 // A Cache is safe for concurrent use. Every method takes one mutex at most
 // once; a hit costs one lock and no allocation. The Cache starts no
 // goroutines: expiry is checked when an entry is read, against Options.Now.
-package localcache
+package l1
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package localcache
+package l1
 
 // The entries live in a segmented LRU (SLRU). A new entry enters the
 // probationary segment; a hit there promotes it to the protected segment,
@@ -8,7 +8,7 @@ package localcache
 // while on probation therefore outlives a stream of sessions read once,
 // which is the long tail of a Zipf popularity: at Zipf s = 1.1 over 100,000
 // sessions with 10,000 entries, the hit ratio is about 87.5% where a plain
-// LRU gets 84.5% (localcache's BenchmarkHitRatio).
+// LRU gets 84.5% (localcache's BenchmarkHitRatio and TestHitRatioZipf11).
 //
 // The lists are intrusive (the links are fields of entry), so a hit, a
 // promotion and a demotion move pointers and allocate nothing. A hit on a

@@ -1,27 +1,27 @@
-package localcache_test
+package l1_test
 
 import (
 	"testing"
 
-	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name        string
-		revoke      func(c *localcache.Cache) // after the token
+		revoke      func(c *l1.Cache) // after the token
 		wantRevoked bool
 	}{
-		{"no invalidation", func(*localcache.Cache) {}, false},
-		{"session revoked", func(c *localcache.Cache) { c.Revoke("dev-a", 7) }, true},
-		{"user revoked", func(c *localcache.Cache) { c.RevokeUser("user-1", 7) }, true},
-		{"other session revoked", func(c *localcache.Cache) { c.Revoke("dev-b", 7) }, false},
-		{"other user revoked", func(c *localcache.Cache) { c.RevokeUser("user-2", 7) }, false},
+		{"no invalidation", func(*l1.Cache) {}, false},
+		{"session revoked", func(c *l1.Cache) { c.Revoke("dev-a", 7) }, true},
+		{"user revoked", func(c *l1.Cache) { c.RevokeUser("user-1", 7) }, true},
+		{"other session revoked", func(c *l1.Cache) { c.Revoke("dev-b", 7) }, false},
+		{"other user revoked", func(c *l1.Cache) { c.RevokeUser("user-2", 7) }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newCache(t, localcache.Options{})
+			c := newCache(t, l1.Options{})
 			tok := c.Begin()
 			tt.revoke(c)
 			got := c.Check(tok, active("dev-a", "user-1"))
@@ -37,7 +37,7 @@ func TestCheck(t *testing.T) {
 		})
 	}
 	t.Run("revoked before the token", func(t *testing.T) {
-		c := newCache(t, localcache.Options{})
+		c := newCache(t, l1.Options{})
 		c.Revoke("dev-a", 7)
 		if got := c.Check(c.Begin(), active("dev-a", "user-1")); got.Status != session.StatusActive {
 			t.Fatalf("Check(token after revoke, active) = %v, want active", got.Status)

@@ -1,4 +1,4 @@
-package localcache_test
+package l1_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/galaxy-game/sessioncache/internal/fakeclock"
-	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -21,7 +21,7 @@ func TestFillRules(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup prepares the cache and returns the token to fill with.
-		setup  func(c *localcache.Cache) localcache.Token
+		setup  func(c *l1.Cache) l1.Token
 		fill   session.Record
 		want   session.Record
 		wantOK bool
@@ -30,7 +30,7 @@ func TestFillRules(t *testing.T) {
 	}{
 		{
 			name:    "1 invalid record: unknown status",
-			setup:   func(c *localcache.Cache) localcache.Token { return c.Begin() },
+			setup:   func(c *l1.Cache) l1.Token { return c.Begin() },
 			fill:    session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: keyFor("dev-1"), Status: "Active"},
 			want:    session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: keyFor("dev-1"), Status: "Active"},
 			wantOK:  false,
@@ -38,7 +38,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name:    "1 invalid record: short key",
-			setup:   func(c *localcache.Cache) localcache.Token { return c.Begin() },
+			setup:   func(c *l1.Cache) l1.Token { return c.Begin() },
 			fill:    session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: "AAAA", Status: session.StatusActive},
 			want:    session.Record{DeviceSessionID: "dev-1", UserID: "u-1", ClientPublicKey: "AAAA", Status: session.StatusActive},
 			wantOK:  false,
@@ -46,7 +46,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "1 invalid record does not replace a valid one",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), a)
 				return c.Begin()
 			},
@@ -57,10 +57,10 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "2 revoked stored over nothing, even with an old token",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.DropActive()
 				c.Revoke("dev-1", 3)
-				return localcache.Token{}
+				return l1.Token{}
 			},
 			fill:    revoked("dev-1", "u-1", 10),
 			want:    revoked("dev-1", "u-1", 10),
@@ -69,7 +69,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name:    "2 revoked replaces active",
-			setup:   func(c *localcache.Cache) localcache.Token { c.Fill(c.Begin(), a); return c.Begin() },
+			setup:   func(c *l1.Cache) l1.Token { c.Fill(c.Begin(), a); return c.Begin() },
 			fill:    revoked("dev-1", "u-1", 10),
 			want:    revoked("dev-1", "u-1", 10),
 			wantOK:  true,
@@ -77,7 +77,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "2 revoked over revoked keeps the earlier time (existing earlier)",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 5))
 				return c.Begin()
 			},
@@ -88,7 +88,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "2 revoked over revoked keeps the earlier time (new earlier)",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 50))
 				return c.Begin()
 			},
@@ -99,7 +99,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "2 revoked tombstone without time over revoked with time keeps the time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 50))
 				return c.Begin()
 			},
@@ -110,7 +110,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 session revoked after the token: converted, with its time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.Revoke("dev-1", 42)
 				return tok
@@ -122,7 +122,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 user revoked after the token: converted, with its time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.RevokeUser("u-1", 43)
 				return tok
@@ -134,7 +134,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 both revoked after the token: the later invalidation's time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.RevokeUser("u-1", 43)
 				c.Revoke("dev-1", 44)
@@ -147,7 +147,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 converted record merges with a cached revoked entry",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 7))
 				c.Revoke("dev-1", 44)
@@ -160,7 +160,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 revocation before the token does not convert",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Revoke("dev-1", 42)
 				c.RevokeUser("u-1", 42)
 				return c.Begin()
@@ -172,7 +172,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "3 other session and other user revoked after the token: stored active",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.Revoke("dev-2", 42)
 				c.RevokeUser("u-2", 42)
@@ -185,7 +185,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 remembered invalidations overflowed since the token: converted without a time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				for i := range 5 { // RecentInvalidations is 4 in this test
 					c.Revoke(fmt.Sprintf("other-%d", i), 1)
@@ -199,7 +199,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 overflow while the session's own revocation is remembered keeps its time",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				for i := range 4 {
 					c.Revoke(fmt.Sprintf("other-%d", i), 1)
@@ -214,7 +214,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 exactly RecentInvalidations since the token: no overflow",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				for i := range 4 {
 					c.Revoke(fmt.Sprintf("other-%d", i), 1)
@@ -228,7 +228,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 forgetting an old invalidation keeps a newer one of the same session",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Revoke("dev-1", 10)
 				tok := c.Begin()
 				c.Revoke("dev-1", 20)
@@ -244,7 +244,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 forgetting an old invalidation keeps a newer one of the same user",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.RevokeUser("u-1", 10)
 				tok := c.Begin()
 				c.RevokeUser("u-1", 20)
@@ -260,7 +260,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "4 overflow before the token: stored active",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				for i := range 50 {
 					c.Revoke(fmt.Sprintf("other-%d", i), 1)
 				}
@@ -273,7 +273,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 DropActive after the token: not stored",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				tok := c.Begin()
 				c.DropActive()
 				return tok
@@ -285,7 +285,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 DropActive after the token does not keep an older active entry",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), a)
 				tok := c.Begin()
 				c.DropActive()
@@ -298,7 +298,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 DropActive before the token: stored",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.DropActive()
 				return c.Begin()
 			},
@@ -309,7 +309,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 Invalidate after the token: not stored, the active entry removed",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), a)
 				tok := c.Begin()
 				c.Invalidate("dev-1")
@@ -322,7 +322,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 Changed after the token: not stored, the active entry kept",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), a)
 				tok := c.Begin()
 				c.Changed("dev-1")
@@ -335,7 +335,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 Changed before the token: stored",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Changed("dev-1")
 				return c.Begin()
 			},
@@ -346,7 +346,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "6 cached revoked entry is never replaced by active",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 8))
 				return c.Begin()
 			},
@@ -357,7 +357,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "6 cached tombstone is never replaced by active",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), session.Record{DeviceSessionID: "dev-1", Status: session.StatusRevoked})
 				return c.Begin()
 			},
@@ -368,7 +368,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "5 and 6 together: the revoked entry is returned",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), revoked("dev-1", "u-1", 8))
 				tok := c.Begin()
 				c.DropActive()
@@ -381,7 +381,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name:    "7 plain fill",
-			setup:   func(c *localcache.Cache) localcache.Token { return c.Begin() },
+			setup:   func(c *l1.Cache) l1.Token { return c.Begin() },
 			fill:    a,
 			want:    a,
 			wantOK:  true,
@@ -389,7 +389,7 @@ func TestFillRules(t *testing.T) {
 		},
 		{
 			name: "7 active replaces active",
-			setup: func(c *localcache.Cache) localcache.Token {
+			setup: func(c *l1.Cache) l1.Token {
 				c.Fill(c.Begin(), active("dev-1", "u-old"))
 				return c.Begin()
 			},
@@ -401,7 +401,7 @@ func TestFillRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newCache(t, localcache.Options{RecentInvalidations: 4})
+			c := newCache(t, l1.Options{RecentInvalidations: 4})
 			tok := tt.setup(c)
 			got, ok := c.Fill(tok, tt.fill)
 			if ok != tt.wantOK || !sameRecord(got, tt.want) {
@@ -417,7 +417,7 @@ func TestFillRules(t *testing.T) {
 // live entries only).
 func TestFillExpiry(t *testing.T) {
 	clk := fakeclock.New()
-	c := newCache(t, localcache.Options{TTL: time.Minute, Now: clk.Now})
+	c := newCache(t, l1.Options{TTL: time.Minute, Now: clk.Now})
 	a := active("dev-1", "u-1")
 	fill(t, c, revoked("dev-1", "u-1", 1))
 	clk.Advance(time.Minute)
@@ -431,7 +431,7 @@ func TestFillExpiry(t *testing.T) {
 // TestFillUserIndex checks that a fill that replaces an active entry with
 // one of another user moves it between user lists.
 func TestFillUserIndex(t *testing.T) {
-	c := newCache(t, localcache.Options{})
+	c := newCache(t, l1.Options{})
 	fill(t, c, active("dev-1", "u-old"))
 	fill(t, c, active("dev-1", "u-new"))
 	c.RevokeUser("u-old", 1)
@@ -452,7 +452,7 @@ func TestFillConcurrentRevoke(t *testing.T) {
 		perUser = 4
 		fillers = 4
 	)
-	c := newCache(t, localcache.Options{Size: rounds * users * perUser, RecentInvalidations: 8})
+	c := newCache(t, l1.Options{Size: rounds * users * perUser, RecentInvalidations: 8})
 	type lower struct {
 		id, user string
 		revoked  atomic.Bool
@@ -541,7 +541,7 @@ func TestFillConcurrentRevoke(t *testing.T) {
 // revoked; an invalid id is ignored.
 func TestChanged(t *testing.T) {
 	clock := fakeclock.New()
-	c, err := localcache.New(localcache.Options{TTL: time.Minute, Now: clock.Now})
+	c, err := l1.New(l1.Options{TTL: time.Minute, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
