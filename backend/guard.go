@@ -35,9 +35,10 @@ var (
 	ErrOverloaded = errors.New("backend: too many calls in flight")
 )
 
-// Fetcher loads a session from the backend. *Client implements it, and so
-// does *Guard, so that a Guard can wrap a Client and be used wherever a
-// Client is (tiered.Options.Backend).
+// Fetcher loads a session from the backend. Fetch must return an error
+// wrapping session.ErrNotFound for an id the backend does not know.
+// *Client implements it, and so does *Guard, so that a Guard can wrap a
+// Client and be used wherever a Client is (tiered.Options.Backend).
 type Fetcher interface {
 	Fetch(ctx context.Context, id string) (session.Record, error)
 }

@@ -48,6 +48,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/internal/l1"
 	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/localcache"
@@ -69,18 +70,13 @@ const (
 // ErrClosed reports a call on a closed Cache.
 var ErrClosed = errors.New("tiered: cache closed")
 
-// Fetcher loads a session from its owner. *backend.Client implements it.
-// Fetch must wrap session.ErrNotFound for an unknown id.
-type Fetcher interface {
-	Fetch(ctx context.Context, id string) (session.Record, error)
-}
-
 // Options configures a Cache. Zero fields mean the documented defaults.
 type Options struct {
 	// Redis is the shared L2 and the invalidation channel. Required.
 	Redis *rediscache.Cache
-	// Backend answers double misses. Required.
-	Backend Fetcher
+	// Backend answers double misses: a *backend.Client, a *backend.Guard
+	// around one, or any other backend.Fetcher. Required.
+	Backend backend.Fetcher
 	// Local configures L1 (see localcache.Options for its defaults).
 	Local localcache.Options
 	// NegativeTTL is how long an id the backend does not know is answered
@@ -229,7 +225,7 @@ type Cache struct {
 	opts    Options
 	l1      *l1.Cache
 	l2      *rediscache.Cache
-	backend Fetcher
+	backend backend.Fetcher
 	sub     *subscriber.Subscriber
 	neg     *lru.Cache[string, time.Time] // id -> when the unknown answer expires
 	flights singleflight.Group

@@ -274,7 +274,7 @@ func (e *Env) newReplica(name string) *Replica {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var fetcher tiered.Fetcher = client
+	var fetcher backend.Fetcher = client
 	if cfg.Guard != nil {
 		r.Guard, err = backend.NewGuard(client, *cfg.Guard)
 		if err != nil {
