@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/galaxy-game/sessioncache/backend"
+	"github.com/galaxy-game/sessioncache/internal/testenv"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 	"github.com/galaxy-game/sessioncache/tiered"
@@ -48,39 +49,18 @@ type replicaConfig struct {
 // its subscription is synced. It is closed when the test ends.
 func startReplica(t *testing.T, cfg replicaConfig) *tiered.Cache {
 	t.Helper()
-	l2opts := cfg.l2
-	if l2opts.Logger == nil {
-		l2opts.Logger = cfg.logger
+	r := testenv.Replica{Name: cfg.name, Client: cfg.client, Redis: cfg.l2,
+		Backend: backend.Options{BaseURL: cfg.backendURL}, NoWait: cfg.noWait}
+	if r.Redis.Logger == nil {
+		r.Redis.Logger = cfg.logger
 	}
-	l2, err := rediscache.New(cfg.client, l2opts)
-	if err != nil {
-		t.Fatalf("rediscache.New: %v", err)
-	}
-	be, err := backend.New(backend.Options{BaseURL: cfg.backendURL})
-	if err != nil {
-		t.Fatalf("backend.New: %v", err)
-	}
-	opts := tiered.Options{Redis: l2, Backend: be, Logger: cfg.logger, SubscriberName: cfg.name}
-	if cfg.edit != nil {
-		cfg.edit(&opts)
-	}
-	c, err := tiered.New(opts)
-	if err != nil {
-		t.Fatalf("tiered.New: %v", err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		be.CloseIdleConnections()
-		cfg.client.Close()
-	})
-	if !cfg.noWait {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := c.WaitSynced(wctx); err != nil {
-			t.Fatalf("replica %s: WaitSynced: %v", cfg.name, err)
+	return testenv.Start(t, r, func(l2 *rediscache.Cache, be *backend.Client) (*tiered.Cache, error) {
+		opts := tiered.Options{Redis: l2, Backend: be, Logger: cfg.logger, SubscriberName: cfg.name}
+		if cfg.edit != nil {
+			cfg.edit(&opts)
 		}
-	}
-	return c
+		return tiered.New(opts)
+	})
 }
 
 // plainClient returns a client of addr named name, with per-call deadlines.

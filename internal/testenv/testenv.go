@@ -79,6 +79,10 @@ type Replica struct {
 	Redis rediscache.Options
 	// Backend configures the backend client; BaseURL is required.
 	Backend backend.Options
+	// NoWait returns the cache without waiting for its first sync, for
+	// tests of a replica whose channel cannot sync (an ACL that refuses
+	// it, a Redis that is down).
+	NoWait bool
 }
 
 // Cache is what Start needs of the cache it builds; *tiered.Cache has it.
@@ -89,7 +93,7 @@ type Cache interface {
 
 // Start builds the L2 and the backend client r describes, passes them to
 // build, and returns the cache build returned once its subscription is
-// synced. At cleanup it closes the cache, then the backend client's idle
+// synced (at once with r.NoWait). At cleanup it closes the cache, then the backend client's idle
 // connections, then the Redis client.
 func Start[C Cache](tb testing.TB, r Replica, build func(l2 *rediscache.Cache, be *backend.Client) (C, error)) C {
 	tb.Helper()
@@ -111,6 +115,9 @@ func Start[C Cache](tb testing.TB, r Replica, build func(l2 *rediscache.Cache, b
 		tb.Fatalf("replica %s: %v", r.Name, err)
 	}
 	tb.Cleanup(func() { _ = c.Close() })
+	if r.NoWait {
+		return c
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
 	if err := c.WaitSynced(ctx); err != nil {

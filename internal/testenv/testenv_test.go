@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/galaxy-game/sessioncache/backend"
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/testenv"
@@ -105,5 +107,21 @@ func TestStartFailsWithoutBackendURL(t *testing.T) {
 	<-done
 	if want := "replica x: backend: Options.BaseURL is required"; ft.msg != want {
 		t.Fatalf("Start without a backend URL failed with %q, want %q", ft.msg, want)
+	}
+}
+
+// NoWait returns a replica whose channel cannot sync (its Redis is
+// unreachable) instead of failing the test at the sync deadline.
+func TestStartNoWaitReturnsBeforeTheSync(t *testing.T) {
+	e := testenv.New(t, testenv.Options{})
+	r := testenv.Replica{
+		Name:    "down",
+		Client:  redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true, MaxRetries: -1}),
+		Backend: backend.Options{BaseURL: e.Backend.URL()},
+		NoWait:  true,
+	}
+	c := testenv.Start(t, r, newTiered("down"))
+	if c.Stats().Channel.Subscribed {
+		t.Fatal("a replica on an unreachable Redis reports its channel subscribed")
 	}
 }
