@@ -375,10 +375,10 @@ func TestEvictionStorm(t *testing.T) {
 	// A record that no longer reads active was evicted (and perhaps
 	// filled again from the backend, revoked, since).
 	var evicted []string
-	for _, id := range unpushed {
-		if h := e.HGetAll(id); !ReadsActive(h) {
-			evicted = append(evicted, id)
-			e.Checker.Revoked(id, "eviction of a backend-revoked session's record", stormEnd, Bound)
+	for i, h := range e.HGetAlls(unpushed) {
+		if !ReadsActive(h) {
+			evicted = append(evicted, unpushed[i])
+			e.Checker.Revoked(unpushed[i], "eviction of a backend-revoked session's record", stormEnd, Bound)
 		}
 	}
 	evictedKeys := e.Info("stats", "evicted_keys")
