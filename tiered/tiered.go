@@ -137,8 +137,7 @@ type Options struct {
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now. The subscriber (its heartbeat
-	// and ages) uses it unless Subscriber.Now is set; a clock that stands
-	// still stops the heartbeat. When Now is set and Local.Now is not, L1
+	// and ages) uses it; a clock that stands still stops the heartbeat. When Now is set and Local.Now is not, L1
 	// uses Now too; when neither is set, L1 checks expiry against
 	// a clock that a goroutine of the Cache refreshes every 10 ms, so
 	// that an L1 hit does not read the system clock (an entry may then
