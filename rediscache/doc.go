@@ -59,7 +59,8 @@
 //   - revoke_user sets the user's marker and reads the user's index (up
 //     to 1,000 ids; a larger index is scanned afterwards);
 //   - mark_revoked revokes sessions of one stripe as revoke_session does,
-//     up to 128 per script, but neither numbers, logs nor publishes them;
+//     up to 64 per script and two scripts to a pipeline, but neither
+//     numbers, logs nor publishes them;
 //   - announce_user logs and publishes {"user":…,…} as revoke_session does
 //     for a session. RevokeUser runs revoke_user, then mark_revoked over
 //     the indexed sessions, then announce_user.

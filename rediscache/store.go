@@ -43,15 +43,23 @@ const (
 	// is what fan-out delays are made of).
 	revokePipeline = 2 * revokeBatch
 	// markBatch is how many sessions of one stripe RevokeUser marks
-	// revoked in one script, without announcing them: about half a
-	// millisecond of Redis time, far below the 50 ms a script may block
-	// Redis.
-	markBatch = 128
+	// revoked in one script, without announcing them: about 0.3 ms of
+	// Redis time, far below the 50 ms a script may block Redis. 100,000
+	// sessions are half a second of Redis time or more, so Redis is busy
+	// with them for most of the revocation, and another client's lookup
+	// that arrives meanwhile waits for the script (or pipeline) in
+	// progress: 128 to a script doubled that wait and saved no time
+	// (BenchmarkRevokeUserStorm: other lookups' p99 5 ms against 2.3 ms,
+	// 760 ms against 740 ms for the revocation); 16 to 32 took 1.3 to
+	// 1.7 s, for the round trips and the cost of each call.
+	markBatch = 64
 	// markPipeline bounds the sessions of one pipeline of mark_revoked
 	// scripts. Redis runs every command of a pipeline that one read of
 	// its socket brings before it serves another client, so a deep
 	// pipeline of marks would hold other lookups for milliseconds; two
-	// scripts keep Redis busy while the next pipeline is on its way.
+	// scripts keep Redis busy while the next pipeline is on its way. One
+	// script a pipeline took 950 ms; two pipelines at a time, on two
+	// connections, 880 ms with other lookups' p99 at 3.2 ms.
 	markPipeline = 2 * markBatch
 	// pipelineSessions bounds the DELs of one pipeline of a fallback, so
 	// that Options.CallTimeout bounds each pipeline with room to spare.
@@ -59,8 +67,10 @@ const (
 	// inlineIndex is the largest user index that revoke_user returns in
 	// its own atomic step; RevokeUser scans a larger one afterwards.
 	inlineIndex = 1000
-	// scanCount is the COUNT of each SSCAN of a user index.
-	scanCount = 1000
+	// scanCount is the COUNT of each SSCAN of a user index: an SSCAN
+	// costs Redis about 1 µs an id, and one of 1,000 ids held other
+	// lookups longer than a pipeline of marks.
+	scanCount = 250
 	// logRenewEvery is how often, at most, a revocation script renews the
 	// TTLs of its stripe's counter and log: they live LogTTL after the
 	// last invalidation, to within logRenewEvery.
@@ -882,7 +892,7 @@ func (c *Cache) countPublish(receivers int64) {
 // Options.FillWindow; the marker lives 2 × FillWindow) and reads the user's
 // index (when it lists at most 1,000 sessions; a larger one is scanned
 // next). Then it marks each indexed session revoked as RevokeSession does
-// but without a message of its own, the sessions of one stripe up to 128 to
+// but without a message of its own, the sessions of one stripe up to 64 to
 // a script, and only then logs and publishes the user invalidation it
 // returns, which flips the user's sessions in every replica's L1 (see the
 // package doc for why that is enough). It returns the ids it marked. It
@@ -891,7 +901,7 @@ func (c *Cache) countPublish(receivers int64) {
 // which is safe.
 //
 // Each call is bounded by Options.CallTimeout within ctx: the first step,
-// each SSCAN of a large index, each pipeline of up to 256 marked sessions
+// each SSCAN of a large index, each pipeline of up to 128 marked sessions
 // and the message. An invalid user id sends nothing.
 func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalidation, []string, error) {
 	if err := session.ValidateUserID(userID); err != nil {
