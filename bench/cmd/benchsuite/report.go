@@ -659,11 +659,12 @@ func (s *suite) reportStorms(b *strings.Builder) {
 
 	p("`BenchmarkRevokeUserStorm`: `RevokeUser` of a user with 100,000 active sessions (hashes and the user's\n")
 	p("index written beforehand in pipelines), timed from the call to its return. A subscriber of the\n")
-	p("invalidation channel counts the messages it receives until none arrives for 2 s. The slowest command is\n")
-	p("the longest entry of SLOWLOG (`slowlog-log-slower-than 1000`, reset after the sessions are written; 0 when\n")
-	p("no command took 1 ms or more). Meanwhile one goroutine reads the 1,000 sessions of another user one after\n")
-	p("another through the same cache (`Get`, Redis only); the p99 (nearest rank) of these reads during the call\n")
-	p("is set against the p99 of 2,000 such reads just before it.\n\n")
+	p("invalidation channel counts the messages it receives until 2 s pass without one after the call returned.\n")
+	p("The slowest command is the longest entry of SLOWLOG (`slowlog-log-slower-than 1000`, reset right before\n")
+	p("the call; 0 when no command took 1 ms or more). Meanwhile one goroutine reads the 1,000 sessions of\n")
+	p("another user one after another through a client and cache of its own, as another gateway would (`Get`,\n")
+	p("Redis only); the p99 (nearest rank) of these reads during the call is set against the p99 of 2,000 such\n")
+	p("reads just before it.\n\n")
 	p("| round | RevokeUser | messages | slowest command | other lookups p99 during | before | ratio |\n|---|---|---|---|---|---|---|\n")
 	for i, smp := range s.storm["BenchmarkRevokeUserStorm"] {
 		ratio := "n/a"
