@@ -515,7 +515,6 @@ func (s *suite) report(ts []target) string {
 	s.reportScale(&b)
 	s.reportFanoutScale(&b)
 	s.reportStorms(&b)
-	s.reportChanges(&b)
 	return b.String()
 }
 
@@ -836,23 +835,4 @@ func (s *suite) reportScale(b *strings.Builder) {
 		p("| %s | %s | %.2f%% | %.0f | %.0f | %.0f | %.3f%% |\n", humanInt(pt.Sessions), humanInt(pt.L1), 100*pt.HitRatio, pt.LookupsPerSec, pt.L2PerSec, pt.L2Per100k, 100*pt.Failed)
 	}
 	p("\n")
-}
-
-func (s *suite) reportChanges(b *strings.Builder) {
-	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	p("## What the profiles changed\n\n")
-	p("- **L1 eviction**: a segmented LRU (probation, then protected up to 80%% of Size) replaced golang-lru's\n")
-	p("  plain LRU: at Zipf 1.1 the hit ratio went from 84.5%% to about 87.5%% (table above), at no cost on the hit\n")
-	p("  path (intrusive lists; heap per entry fell from 316 to about 270 bytes).\n")
-	p("- **L1 clock**: reading the system clock (`time.Now`, wall and monotonic) took 28%% of an L1-hit `Lookup`.\n")
-	p("  `tiered` now gives L1 a monotonic clock refreshed every 10 ms by a goroutine the Cache owns and\n")
-	p("  stops at `Close` (a caller's `Options.Now` is still used as before).\n")
-	p("- **Counters**: an L1 hit incremented two atomic counters (L1's and tiered's), a second contended cache line\n")
-	p("  per hit in parallel; L1 now counts under its lock and `tiered.Stats` derives `L1Hits` from it.\n")
-	p("- **Id validation**: 8%% of an L1-hit `Lookup`; L1 holds only validated records, so `Lookup` asks L1 first\n")
-	p("  and validates the id after a miss, before any other tier sees it.\n")
-	p("- **Hot entries stay put**: a hit on a protected entry already in the most recent quarter of its segment\n")
-	p("  no longer moves it (the order within that quarter never decides an eviction); the hit ratio is unchanged.\n\n")
-	p("Together these took the serial L1-hit `Lookup` from about 155-185 ns to about 62-71 ns on this machine,\n")
-	p("against golang-lru's 59-66 ns (`go test -bench BenchmarkL1Hit ./tiered`, profiles with `-cpuprofile`).\n")
 }
