@@ -190,6 +190,15 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("tiered: negative FetchTimeout %v", o.FetchTimeout)
 	case o.RevokeRetryFor < 0:
 		return fmt.Errorf("tiered: negative RevokeRetryFor %v", o.RevokeRetryFor)
+	case o.HeartbeatTimeout < 0:
+		return fmt.Errorf("tiered: negative HeartbeatTimeout %v", o.HeartbeatTimeout)
+	case o.HeartbeatInterval < 0 && o.HeartbeatTimeout != 0:
+		return fmt.Errorf("tiered: HeartbeatTimeout %v is set but the heartbeat is off (negative HeartbeatInterval)", o.HeartbeatTimeout)
+	}
+	for i := 0; i < len(o.SubscriberName); i++ {
+		if b := o.SubscriberName[i]; b < '!' || b > '~' {
+			return fmt.Errorf("tiered: Options.SubscriberName has a disallowed byte 0x%02x at offset %d", b, i)
+		}
 	}
 	if w := o.Redis.Options().FillWindow; 2*o.FetchTimeout > w {
 		return fmt.Errorf("tiered: FetchTimeout %v is more than half of the rediscache FillWindow %v", o.FetchTimeout, w)
