@@ -56,13 +56,18 @@ type Stats struct {
 	Evictions uint64
 	// Expired counts entries found expired and removed.
 	Expired uint64
-	// Fills counts records offered to the cache after a miss (by Load).
+	// Fills counts records offered to the cache after a miss: by Load, or,
+	// in a tiered.Cache, by its lookups.
 	Fills uint64
 	// FillsRevoked counts active records stored revoked because a
-	// revocation arrived while they were being loaded.
+	// revocation arrived while they were being read, or because more
+	// revocations arrived meanwhile than the cache remembers (65,536), so
+	// that it could not tell.
 	FillsRevoked uint64
-	// FillsDropped counts records offered but not stored (the cache held
-	// the session revoked already, or the record was invalid).
+	// FillsDropped counts records offered but not stored: the cache held
+	// the session revoked already, or, in a tiered.Cache, the record
+	// changed in Redis or the invalidation channel was resynced while it
+	// was being read.
 	FillsDropped uint64
 }
 
@@ -99,12 +104,16 @@ func (c *Cache) Lookup(ctx context.Context, id string) (session.Record, error) {
 // Load returns the record cached for id or, on a miss, the one load
 // returns for it, which it stores. When the session or its user is revoked
 // (MarkRevoked, MarkAllRevokedForUser) while load runs, the loaded record
-// is stored and returned revoked; when the cache holds the session revoked,
-// that record is returned. An invalid id is an error wrapping
-// session.ErrInvalidID, and load is not called. An error from load is
-// returned as it is, and so is a record that fails session.Record.Validate
-// or names another session, wrapped; nothing is stored then. Concurrent
-// Loads of one id each call load.
+// is stored and returned revoked; so it is, on the safe side, when more
+// than 65,536 revocations arrive while load runs (the cache remembers no
+// more, and cannot tell whether one concerned this session). When the cache
+// holds the session revoked, that record is returned.
+//
+// An invalid id is an error wrapping session.ErrInvalidID, and load is not
+// called. An error from load is returned as it is. A record that fails
+// session.Record.Validate (the error wraps Validate's) or names another
+// session is an error too. With any error, Load returns a zero record and
+// stores nothing. Concurrent Loads of one id each call load.
 func (c *Cache) Load(ctx context.Context, id string, load func(context.Context) (session.Record, error)) (session.Record, error) {
 	if err := session.ValidateID(id); err != nil {
 		return session.Record{}, fmt.Errorf("localcache: load: %w", err)

@@ -1,5 +1,6 @@
 // Package tiered composes the session cache's tiers into one session.Cache:
-// a per-process L1 (localcache), the shared L2 in Redis (rediscache) and the
+// a per-process L1 (internal/l1, configured by localcache.Options), the
+// shared L2 in Redis (rediscache) and the
 // session backend (backend), with revocations fanned out over Redis pub/sub.
 //
 // Lookup path: an L1 hit answers; an L1 miss reads L2 and fills L1; a miss in
@@ -137,9 +138,10 @@ type Options struct {
 	// Logger receives failures; never a full session id. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now. The subscriber (its heartbeat
-	// and ages) uses it; a clock that stands still stops the heartbeat. When Now is set and Local.Now is not, L1
-	// uses Now too; when neither is set, L1 checks expiry against
-	// a clock that a goroutine of the Cache refreshes every 10 ms, so
+	// and ages) uses it; a clock that stands still stops the heartbeat.
+	// When Now is set and Local.Now is not, L1 uses Now too; when neither
+	// is set, L1 checks expiry against a clock that a goroutine of the
+	// Cache refreshes every 10 ms, so
 	// that an L1 hit does not read the system clock (an entry may then
 	// outlive its TTL by about 10 ms).
 	Now func() time.Time

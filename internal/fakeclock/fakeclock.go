@@ -8,7 +8,7 @@ import (
 
 // Clock is a settable clock, safe for concurrent use. Its Now fits every
 // injectable clock of the module (tiered.Options.Now, localcache.Options.Now,
-// tiered.Options.Now, backend.GuardOptions.Now).
+// backend.GuardOptions.Now).
 type Clock struct {
 	mu  sync.Mutex
 	now time.Time

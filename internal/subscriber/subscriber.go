@@ -87,8 +87,8 @@ type Options struct {
 	// Client, when set, is the client whose options the subscriber's own
 	// connections are made from (a *redis.Client, a Sentinel failover
 	// client or a *redis.ClusterClient), so that a deployment can put the
-	// subscriber on another pool, proxy or dialer. Default: the Cache's
-	// client. Run makes a client of its own from those options (RESP2, an
+	// subscriber on another pool, proxy or dialer. Default: the client
+	// given to New. Run makes a client of its own from those options (RESP2, an
 	// OnConnect that turns on tracking) and closes it when it returns;
 	// hooks added with AddHook are not carried over. With a client of any
 	// other type, Run subscribes through it and runs without tracking.
@@ -214,7 +214,7 @@ type Event struct {
 	At time.Time
 }
 
-// Stats counts what a Subscriber saw since NewSubscriber, over all
+// Stats counts what a Subscriber saw since New, over all
 // its Runs. The counters only grow.
 type Stats struct {
 	// Received counts messages received on the channel, malformed or not.
@@ -434,7 +434,7 @@ type subscriberKey struct{}
 
 // ownClient returns the client that Run subscribes through, and whether
 // Run made it (and must close it): a copy of Options.Client, or
-// of the Cache's client, that speaks RESP2 (so that invalidations arrive
+// of the client given to New, that speaks RESP2 (so that invalidations arrive
 // as pub/sub messages on the connection itself) and turns tracking on for
 // each subscriber connection it makes.
 func (s *Subscriber) ownClient() (redis.UniversalClient, bool) {

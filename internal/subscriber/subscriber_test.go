@@ -1233,7 +1233,7 @@ func TestNewOptions(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("NewSubscriber(%+v) = %v", tc.opts, err)
+				t.Fatalf("New(%+v) = %v", tc.opts, err)
 			}
 			if s.opts.HeartbeatInterval != tc.wantInterval || s.opts.HeartbeatTimeout != tc.wantTimeout {
 				t.Errorf("heartbeat = %v/%v, want %v/%v", s.opts.HeartbeatInterval, s.opts.HeartbeatTimeout, tc.wantInterval, tc.wantTimeout)

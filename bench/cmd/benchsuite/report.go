@@ -745,7 +745,7 @@ func (s *suite) reportMixed(b *strings.Builder) {
 	p("then is measured for 3 s; one lookup in 8 and every revocation are timed (two monotonic clock reads,\n")
 	p("about 40 ns here, are included in the latencies).\n")
 	p("The order of the systems rotates from round to round.\n\n")
-	p("- **sessioncache**: `tiered.Cache` (L1 `localcache`, L2 `rediscache`), `LookupTier` and `Revoke`.\n")
+	p("- **sessioncache**: `tiered.Cache` (L1 in process, L2 `rediscache`), `LookupTier` and `Revoke`.\n")
 	p("- **rueidis** v1.0.79: `DoCache(HGETALL key, 30s)` (server-assisted client-side caching; Redis invalidates\n")
 	p("  the cached reply when the hash changes), the reply decoded into a record without validation; a\n")
 	p("  revocation is an `HSET` of status and time. Its cache is sized by bytes: 783 bytes per session by its own\n")
