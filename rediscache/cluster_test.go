@@ -20,17 +20,6 @@ import (
 // three masters, as Options.Stripes advises.
 const clusterStripes = 16
 
-// clusterClient returns a cluster client that follows a failover or a slot
-// move within a quarter of a second (go-redis otherwise keeps its slot map
-// for up to a minute unless a MOVED reply comes).
-func clusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
-	t.Helper()
-	return c.ClientWith(t, &redis.ClusterOptions{
-		ContextTimeoutEnabled:      true,
-		ClusterStateReloadInterval: 250 * time.Millisecond,
-	})
-}
-
 // idOnStripe returns the first id prefix-<n> that lands on stripe k.
 func idOnStripe(l Layout, prefix string, k int) string {
 	for n := 0; ; n++ {
@@ -82,7 +71,7 @@ func scriptKeys(cmd redis.Cmder) []string {
 // without disturbing the subscriber. One cluster serves every subtest.
 func TestCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
-	rdb := clusterClient(t, cluster)
+	rdb := cluster.FollowingClient(t)
 	rec := &scriptRecorder{}
 	rdb.AddHook(rec)
 	c := newCache(t, rdb, Options{Stripes: clusterStripes})

@@ -20,17 +20,6 @@ import (
 // rediscache.Options.Stripes advises.
 const clusterStripes = 16
 
-// clusterClient returns a cluster client that follows a failover or a slot
-// move within a quarter of a second (go-redis otherwise keeps its slot map
-// for up to a minute unless a MOVED reply comes).
-func clusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
-	t.Helper()
-	return c.ClientWith(t, &redis.ClusterOptions{
-		ContextTimeoutEnabled:      true,
-		ClusterStateReloadInterval: 250 * time.Millisecond,
-	})
-}
-
 // idOnStripe returns the first id prefix-<n> that lands on stripe k.
 func idOnStripe(l rediscache.Layout, prefix string, k int) string {
 	for n := 0; ; n++ {

@@ -428,7 +428,7 @@ func TestSubscriberReplaysScriptRevocations(t *testing.T) {
 // the cluster bus, which can hold one back about 40 ms.
 func TestSubscriberOnCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
-	rdb := clusterClient(t, cluster)
+	rdb := cluster.FollowingClient(t)
 	ctx := context.Background()
 
 	t.Run("ReconnectReplaysEveryMaster", func(t *testing.T) {
