@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,13 +64,10 @@ func ParseInvalidation(payload []byte) (Invalidation, error) {
 	if len(payload) > MaxInvalidationSize {
 		return Invalidation{}, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedInvalidation, len(payload), MaxInvalidationSize)
 	}
+	// Unmarshal refuses anything but white space after the value.
 	var w wireInvalidation
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&w); err != nil {
-		return Invalidation{}, fmt.Errorf("%w: not a JSON object", ErrMalformedInvalidation)
-	}
-	if dec.More() {
-		return Invalidation{}, fmt.Errorf("%w: trailing data after the object", ErrMalformedInvalidation)
+	if err := json.Unmarshal(payload, &w); err != nil {
+		return Invalidation{}, fmt.Errorf("%w: not one JSON object", ErrMalformedInvalidation)
 	}
 	var m Invalidation
 	switch {

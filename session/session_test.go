@@ -166,6 +166,9 @@ func TestParseInvalidation(t *testing.T) {
 		{`{"session":"a","stripe":100000}`, session.Invalidation{}, false},
 		{`{"session":"a","at_ms":-5}`, session.Invalidation{}, false},
 		{`{"session":"a"}{"session":"b"}`, session.Invalidation{}, false},
+		{`{"session":"a"}}`, session.Invalidation{}, false},
+		{`{"session":"a"}]`, session.Invalidation{}, false},
+		{"{\"session\":\"a\"}\r\n", session.Invalidation{SessionID: "a"}, true},
 		{`{"session":"a","status":"active"}`, session.Invalidation{SessionID: "a"}, true},
 		{`{"session":"` + strings.Repeat("a", 2000) + `"}`, session.Invalidation{}, false},
 	}
@@ -298,5 +301,17 @@ func FuzzValidatePublicKey(f *testing.F) {
 func TestValidatePublicKeyAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = session.ValidatePublicKey(key) }); n != 0 {
 		t.Errorf("ValidatePublicKey allocates %v times per call, want 0", n)
+	}
+}
+
+// BenchmarkParseInvalidation parses the message a revocation publishes:
+// every replica parses each one.
+func BenchmarkParseInvalidation(b *testing.B) {
+	msg := []byte(`{"session":"dev-0123456789abcdef","seq":41123,"stripe":3,"at_ms":1764415200000}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := session.ParseInvalidation(msg); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
