@@ -103,6 +103,18 @@ type Config struct {
 	// Logger receives failures; never a full session id, a password or a
 	// URL. Default: discard.
 	Logger *slog.Logger
+	// NoWait makes Open return without contacting Redis, so that a
+	// replica can start while Redis is down: Open checks the Config
+	// (reading TLSCAFile) and builds the Cache, but neither pings Redis
+	// nor waits for the invalidation channel. The Cache starts as one
+	// from New does: its subscriber connects in the background, retrying
+	// until Redis answers; until the channel is first synced, L1's
+	// "active" entries are subject to StaleBound as if the channel were
+	// unhealthy, and lookups that L1 does not answer go to Redis, then to
+	// the backend, which answers them while Redis is down.
+	// Cache.WaitSynced tells when the channel is synced. Default false:
+	// Open fails unless Redis answers and the channel is subscribed.
+	NoWait bool
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -223,15 +235,21 @@ func checkBackendURL(raw string) error {
 }
 
 // Open connects to Redis, builds the tiers from cfg and returns a Cache
-// whose invalidation channel is subscribed and synced: the path to take
-// unless a tier needs a setting Config does not have (then build them
-// with rediscache.New, backend.New and New).
+// whose invalidation channel is subscribed and synced (with cfg.NoWait, a
+// Cache that connects in the background): the path to take unless a tier
+// needs a setting Config does not have (then build them with
+// rediscache.New, backend.New and New).
 //
 // Open first checks cfg (no I/O), then pings Redis once, without retries;
 // then it waits for the subscription. ctx bounds all of it: give it a
 // deadline, since a Redis that accepts connections but refuses to
 // subscribe keeps Open waiting until ctx ends. The backend is not called:
 // while it is down, lookups that L1 or Redis answer still work.
+//
+// With cfg.NoWait, Open neither pings Redis nor waits for the
+// subscription: it returns the Cache at once, whether Redis is up or not,
+// and fails only on cfg (an unreadable TLSCAFile included); ctx is not
+// used. Cache.WaitSynced tells when the channel is synced.
 //
 // Every error is one line naming what failed, such as
 //
@@ -260,8 +278,10 @@ func open(ctx context.Context, cfg Config, hooks testHooks) (*Cache, error) {
 	}
 	target.setCommon(cfg.Name)
 
-	if err := target.ping(ctx); err != nil {
-		return nil, err
+	if !cfg.NoWait {
+		if err := target.ping(ctx); err != nil {
+			return nil, err
+		}
 	}
 	rdb := target.client()
 	l2, err := rediscache.New(rdb, rediscache.Options{
@@ -297,6 +317,9 @@ func open(ctx context.Context, cfg Config, hooks testHooks) (*Cache, error) {
 		be.CloseIdleConnections()
 		return nil
 	})}
+	if cfg.NoWait {
+		return c, nil
+	}
 	if err := c.WaitSynced(ctx); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("tiered: %s: invalidation channel not subscribed: %w", target.where, err)

@@ -462,3 +462,71 @@ func openAndRevoke(t *testing.T, e *openEnv, cfg Config) {
 		t.Fatalf("LookupTier(%q) after the revocation = %v, %v, %v; want revoked", id, got.Status, tier, err)
 	}
 }
+
+// With NoWait, Open contacts no Redis: where nothing listens it returns a
+// Cache at once, even with its context already ended; lookups answer from
+// the backend and WaitSynced waits. Once a redis-server listens there, the
+// subscriber connects on its own, and a revocation goes through Redis and
+// back on the channel.
+func TestOpenNoWaitStartsWithoutRedis(t *testing.T) {
+	e := newOpenEnv(t, redistest.Options{})
+	e.srv.Kill() // its port stays reserved: connections are refused
+	cfg := e.config("nowait")
+	cfg.NoWait = true
+	obs := newObserver()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	c, err := open(ended, cfg, testHooks{applied: obs.applied, event: obs.event})
+	if err != nil {
+		t.Fatalf("Open() with NoWait and Redis down = %v, want a Cache", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Open() with NoWait took %v, want under 1s", took)
+	}
+
+	rec, _ := e.backend.NewSession("user-1")
+	id := rec.DeviceSessionID
+	if got, tier, err := c.LookupTier(ctx, id); err != nil || tier != TierBackend || got.Status != session.StatusActive {
+		t.Fatalf("LookupTier(%q) with Redis down = %v, %v, %v; want active from the backend", id, got.Status, tier, err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if err := c.WaitSynced(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitSynced() with Redis down = %v, want context.DeadlineExceeded", err)
+	}
+	if c.Stats().Channel.Subscribed {
+		t.Fatal("Stats().Channel.Subscribed with Redis down, want false")
+	}
+
+	e.srv.Restart()
+	synced, cancelSynced := context.WithTimeout(context.Background(), openTimeout)
+	defer cancelSynced()
+	if err := c.WaitSynced(synced); err != nil {
+		t.Fatalf("WaitSynced() after Redis started = %v", err)
+	}
+	if err := c.Revoke(ctx, id); err != nil {
+		t.Fatalf("Revoke(%q) = %v", id, err)
+	}
+	obs.wait(t, id, openTimeout) // written, published and back on the channel
+	if s, err := e.srv.Client(t).HGet(ctx, "session:"+id, "status").Result(); err != nil || s != "revoked" {
+		t.Errorf("HGET session:%s status = %q, %v; want revoked", id, s, err)
+	}
+	if got, err := c.Lookup(ctx, id); err != nil || got.Status != session.StatusRevoked {
+		t.Errorf("Lookup(%q) after the revocation = %v, %v; want revoked", id, got.Status, err)
+	}
+}
+
+// NoWait changes only the I/O: Open still checks the whole Config first.
+func TestOpenNoWaitChecksConfig(t *testing.T) {
+	c, err := Open(context.Background(), Config{RedisURL: "redis://127.0.0.1:6379", BackendURL: "ftp://x", NoWait: true})
+	if want := "tiered: Config.BackendURL must be an http:// or https:// URL"; c != nil || err == nil || err.Error() != want {
+		t.Fatalf("Open() = %v, %v; want nil, %q", c, err, want)
+	}
+	c, err = Open(context.Background(), Config{RedisURL: "rediss://127.0.0.1:6379", BackendURL: "http://127.0.0.1:1",
+		TLSCAFile: "/nonexistent/ca.crt", NoWait: true})
+	if c != nil || err == nil || !strings.HasPrefix(err.Error(), "tiered: Config.TLSCAFile: ") {
+		t.Fatalf("Open() = %v, %v; want an error naming Config.TLSCAFile", c, err)
+	}
+}
