@@ -1,6 +1,7 @@
 // Package redisconn turns the Redis settings the commands accept (a URL, a
-// cluster or Sentinel mode, a CA file) into a go-redis client, and Redis
-// errors into one-line explanations for an operator.
+// cluster or Sentinel mode, a CA file) into a go-redis client or into the
+// Redis fields of a tiered.Config, and Redis errors into one-line
+// explanations for an operator.
 package redisconn
 
 import (
@@ -76,18 +77,43 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // NewClient returns a client for the configuration. It does not connect.
 func (c Config) NewClient() (redis.UniversalClient, error) {
+	o, err := c.options()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case o.cluster != nil:
+		return redis.NewClusterClient(o.cluster), nil
+	case o.failover != nil:
+		return redis.NewFailoverClient(o.failover), nil
+	default:
+		return redis.NewClient(o.simple), nil
+	}
+}
+
+// clientOptions are the options of exactly one kind of client, and the
+// TLS configuration the flags make (nil without rediss://).
+type clientOptions struct {
+	simple   *redis.Options
+	failover *redis.FailoverOptions
+	cluster  *redis.ClusterOptions
+	tls      *tls.Config
+}
+
+// options checks the configuration and returns what NewClient needs.
+func (c Config) options() (clientOptions, error) {
 	if c.Cluster && c.SentinelMaster != "" {
-		return nil, errors.New("redis: choose cluster or sentinel mode, not both")
+		return clientOptions{}, errors.New("redis: choose cluster or sentinel mode, not both")
 	}
 	tlsConf, err := c.tlsConfig()
 	if err != nil {
-		return nil, err
+		return clientOptions{}, err
 	}
 	switch {
 	case c.Cluster:
 		o, err := redis.ParseClusterURL(c.URL)
 		if err != nil {
-			return nil, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
+			return clientOptions{}, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
 		}
 		if o.TLSConfig != nil || tlsConf != nil {
 			o.TLSConfig = mergeTLS(o.TLSConfig, tlsConf)
@@ -101,17 +127,17 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		// interval (default 60s): after a master dies, the default left
 		// its slots unreachable for longer than the 30s a test waited.
 		o.ClusterStateReloadInterval = ClusterStateReloadInterval
-		return redis.NewClusterClient(o), nil
+		return clientOptions{cluster: o, tls: tlsConf}, nil
 	case c.SentinelMaster != "":
 		// redis.ParseURL refuses the addr option: take the extra
 		// sentinels out first.
 		base, extra := splitAddrs(c.URL)
 		o, err := redis.ParseURL(base)
 		if err != nil {
-			return nil, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
+			return clientOptions{}, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
 		}
 		addrs := append([]string{o.Addr}, extra...)
-		return redis.NewFailoverClient(&redis.FailoverOptions{
+		return clientOptions{failover: &redis.FailoverOptions{
 			MasterName:       c.SentinelMaster,
 			SentinelAddrs:    addrs,
 			Username:         o.Username,
@@ -125,11 +151,11 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 			// socket reads only with this set.
 			ContextTimeoutEnabled: true,
 			DialerRetries:         c.DialerRetries,
-		}), nil
+		}, tls: tlsConf}, nil
 	default:
 		o, err := redis.ParseURL(c.URL)
 		if err != nil {
-			return nil, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
+			return clientOptions{}, fmt.Errorf("redis: bad URL: %s", redactURLError(err))
 		}
 		o.TLSConfig = mergeTLS(o.TLSConfig, tlsConf)
 		o.ClientName = c.ClientName
@@ -137,8 +163,102 @@ func (c Config) NewClient() (redis.UniversalClient, error) {
 		if c.DialerRetries > 0 {
 			o.DialerRetries = c.DialerRetries
 		}
-		return redis.NewClient(o), nil
+		return clientOptions{simple: o, tls: tlsConf}, nil
 	}
+}
+
+// OpenConfig translates the configuration into the Redis fields of a
+// tiered.Config: RedisURL, in one of the forms tiered.Config.RedisURL
+// documents, TLSCAFile and TLS. It does not connect. URL becomes
+//
+//	neither mode:    URL as it is
+//	Cluster:         redis+cluster:// (rediss+cluster://), its addr= options kept
+//	SentinelMaster:  redis+sentinel:// (rediss+sentinel://), its addr= options
+//	                 kept, with master_name=SentinelMaster
+//
+// and a skip_verify= option is taken out, since tiered refuses it (and
+// NewClient lets the flag alone decide). With a rediss:// URL, CAFile
+// becomes tlsCAFile; with InsecureSkipTLSVerify too, tlsConf is instead the
+// TLS configuration NewClient would use (verification off; CAFile's
+// authorities as its RootCAs) and tlsCAFile is empty, since tiered takes
+// one of the two. Without rediss://, InsecureSkipTLSVerify does nothing,
+// as in NewClient.
+//
+// OpenConfig refuses what NewClient refuses, with the same error, and
+// three kinds of URL that NewClient takes but no tiered URL expresses:
+//
+//   - with Cluster, a path naming a database other than 0: NewClient
+//     ignores it; Redis Cluster has database 0 only;
+//   - with SentinelMaster, a unix:// URL: a sentinel is reached over TCP,
+//     and NewClient's client could never dial it;
+//   - with SentinelMaster, an addr= option that is not host:port, which
+//     NewClient passes to go-redis as it is.
+//
+// With SentinelMaster, NewClient applies none of the URL's query options
+// but db; tiered applies them all (dial_timeout=, pool_size=, ...), and
+// the old names idle_timeout= and max_conn_age=, which its Sentinel parser
+// does not know, become conn_max_idle_time= and conn_max_lifetime=.
+// ClientName and DialerRetries have no counterpart in the result:
+// tiered.Config.Name names the connections, and tiered.Open's ping does
+// not retry. Errors never hold the URL.
+func (c Config) OpenConfig() (redisURL, tlsCAFile string, tlsConf *tls.Config, err error) {
+	o, err := c.options()
+	if err != nil {
+		return "", "", nil, err
+	}
+	u, err := url.Parse(c.URL) // options parsed it already
+	if err != nil {
+		return "", "", nil, errors.New("redis: bad URL")
+	}
+	q := u.Query()
+	// The URL is rebuilt only when something changes, so that one
+	// without a mode reaches tiered byte for byte.
+	rebuild, editQuery := false, false
+	if q.Has("skip_verify") {
+		q.Del("skip_verify")
+		rebuild, editQuery = true, true
+	}
+	switch {
+	case c.Cluster:
+		if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+			return "", "", nil, errors.New("redis: -cluster: the URL names a database, but Redis Cluster has database 0 only: remove the path")
+		}
+		u.Scheme += "+cluster"
+		rebuild = true
+	case c.SentinelMaster != "":
+		if u.Scheme == "unix" {
+			return "", "", nil, errors.New("redis: -sentinel-master: the URL must name a sentinel's host:port, not a unix socket")
+		}
+		for _, a := range q["addr"] {
+			if h, p, err := net.SplitHostPort(a); err != nil || h == "" || p == "" {
+				return "", "", nil, errors.New("redis: -sentinel-master: an addr= option of the URL is not host:port")
+			}
+		}
+		for old, current := range map[string]string{"idle_timeout": "conn_max_idle_time", "max_conn_age": "conn_max_lifetime"} {
+			if v, ok := q[old]; ok {
+				q[current] = v
+				delete(q, old)
+			}
+		}
+		q.Set("master_name", c.SentinelMaster)
+		u.Scheme += "+sentinel"
+		rebuild, editQuery = true, true
+	}
+	redisURL = c.URL
+	if rebuild {
+		if editQuery {
+			u.RawQuery = q.Encode()
+		}
+		redisURL = u.String()
+	}
+	switch {
+	case o.tls == nil:
+	case c.InsecureSkipTLSVerify:
+		tlsConf = o.tls
+	default:
+		tlsCAFile = c.CAFile
+	}
+	return redisURL, tlsCAFile, tlsConf, nil
 }
 
 func (c Config) tlsConfig() (*tls.Config, error) {
