@@ -189,7 +189,7 @@ func decision(rec session.Record) string {
 func (g *gateway) readRedis(ctx context.Context, id string) (session.Record, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, debugRedisTimeout)
 	defer cancel()
-	h, err := g.rdb.HGetAll(ctx, g.l2.Layout().SessionKey(id)).Result()
+	h, err := g.rdb.HGetAll(ctx, g.layout.SessionKey(id)).Result()
 	switch {
 	case err != nil:
 		return session.Record{}, "", errors.New(redisconn.Explain(err))

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,65 +25,187 @@ import (
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/signing"
 	"github.com/galaxy-game/sessioncache/localcache"
-	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 	"github.com/galaxy-game/sessioncache/tiered"
 )
 
-// commandLog records the commands a client sends while it is on: a
-// go-redis hook, so that a test can tell what an endpoint sent Redis.
+// commandLog records the commands Redis receives from one replica while it
+// is on, from Redis's MONITOR feed: those of the connections named as the
+// replica (all of its clients: the cache's, which tiered.Open owns, and
+// gatewayd's own) and of connections gone by the end, scripts' commands
+// included. Left out are the subscriber's heartbeat PINGs, which run on
+// their own clock, and the handshake of a new connection.
 type commandLog struct {
-	mu   sync.Mutex // guards on and cmds
-	on   bool
-	cmds []string // "name key"
+	t     *testing.T
+	name  string        // the replica's connection name
+	admin *redis.Client // marks the windows and lists the connections
+	marks int
+
+	mu    sync.Mutex // guards lines, more
+	lines []string   // MONITOR lines read so far
+	more  chan struct{}
+	from  int // index in lines of the window's first line
 }
 
-func (l *commandLog) record(c redis.Cmder) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.on {
-		return
+// newCommandLog starts reading srv's MONITOR feed until the test ends.
+func newCommandLog(t *testing.T, srv *redistest.Server, name string) *commandLog {
+	t.Helper()
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := c.Name()
-	if args := c.Args(); len(args) > 1 {
-		if k, ok := args[1].(string); ok {
-			s += " " + k
+	rd := bufio.NewReader(conn)
+	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rd.ReadString('\n'); err != nil || ok != "+OK\r\n" {
+		t.Fatalf("MONITOR = %q, %v", ok, err)
+	}
+	l := &commandLog{t: t, name: name, admin: srv.Client(t), more: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				return // closed at cleanup, or Redis killed
+			}
+			l.mu.Lock()
+			l.lines = append(l.lines, strings.TrimSuffix(strings.TrimPrefix(line, "+"), "\r\n"))
+			close(l.more)
+			l.more = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	return l
+}
+
+// mark sends Redis an ECHO that no one else sends and returns the index of
+// its line in the feed: Redis feeds commands in the order it runs them, so
+// every command run before the ECHO is in the lines before it.
+func (l *commandLog) mark() int {
+	l.t.Helper()
+	l.marks++
+	m := fmt.Sprintf("gatewayd-test-mark-%d", l.marks)
+	if err := l.admin.Echo(context.Background(), m).Err(); err != nil {
+		l.t.Fatalf("ECHO: %v", err)
+	}
+	want := `"echo" "` + m + `"`
+	deadline := time.After(5 * time.Second)
+	for i := 0; ; {
+		l.mu.Lock()
+		lines, more := l.lines, l.more
+		l.mu.Unlock()
+		for ; i < len(lines); i++ {
+			if strings.HasSuffix(lines[i], want) {
+				return i
+			}
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			l.t.Fatalf("MONITOR did not show %s within 5s", want)
 		}
 	}
-	l.cmds = append(l.cmds, s)
 }
 
-// start clears the log and starts recording; stop stops and returns what
-// was recorded.
+// start starts recording; stop stops and returns what was recorded, each
+// command as "name key".
 func (l *commandLog) start() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.on, l.cmds = true, nil
+	l.t.Helper()
+	l.from = l.mark() + 1
 }
 
 func (l *commandLog) stop() []string {
+	l.t.Helper()
+	end := l.mark()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.on = false
-	return l.cmds
-}
-
-func (l *commandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (l *commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, c redis.Cmder) error {
-		l.record(c)
-		return next(ctx, c)
+	window := slices.Clone(l.lines[l.from:end])
+	l.mu.Unlock()
+	list, err := l.admin.ClientList(context.Background()).Result()
+	if err != nil {
+		l.t.Fatalf("CLIENT LIST: %v", err)
 	}
-}
-
-func (l *commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			l.record(c)
+	names := map[string]string{} // addr -> name of the connections open now
+	for _, c := range strings.Split(strings.TrimSpace(list), "\n") {
+		var addr, name string
+		for _, f := range strings.Fields(c) {
+			if v, ok := strings.CutPrefix(f, "addr="); ok {
+				addr = v
+			} else if v, ok := strings.CutPrefix(f, "name="); ok {
+				name = v
+			}
 		}
-		return next(ctx, cmds)
+		names[addr] = name
 	}
+	var cmds []string
+	for _, line := range window {
+		addr, args, err := parseMonitorLine(line)
+		if err != nil {
+			l.t.Fatalf("MONITOR line %q: %v", line, err)
+		}
+		if name, open := names[addr]; open && name != l.name {
+			continue // another client: the test's own, another replica
+		}
+		cmd := strings.ToLower(args[0])
+		switch {
+		case cmd == "ping" && len(args) > 1 && strings.HasPrefix(args[1], "rediscache-heartbeat-"):
+			continue
+		case cmd == "hello", cmd == "auth", cmd == "client" && len(args) > 1 &&
+			slices.Contains([]string{"setname", "setinfo"}, strings.ToLower(args[1])):
+			continue // a new connection's handshake
+		}
+		if len(args) > 1 {
+			cmd += " " + args[1]
+		}
+		cmds = append(cmds, cmd)
+	}
+	return cmds
+}
+
+// parseMonitorLine splits a MONITOR line, such as
+// `1700000000.123456 [0 127.0.0.1:5000] "hgetall" "session:abc"`, into the
+// client's address ("lua" for a script's commands) and the arguments.
+func parseMonitorLine(line string) (string, []string, error) {
+	_, rest, ok := strings.Cut(line, " [")
+	if !ok {
+		return "", nil, errors.New("no client")
+	}
+	client, rest, ok := strings.Cut(rest, "] ")
+	if !ok {
+		return "", nil, errors.New("no end of client")
+	}
+	_, addr, _ := strings.Cut(client, " ")
+	var args []string
+	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
+		if rest[0] != '"' {
+			return "", nil, errors.New("argument not quoted")
+		}
+		end := 1
+		for end < len(rest) && rest[end] != '"' {
+			if rest[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		if end >= len(rest) {
+			return "", nil, errors.New("argument not closed")
+		}
+		arg, err := strconv.Unquote(rest[:end+1])
+		if err != nil {
+			return "", nil, err
+		}
+		args = append(args, arg)
+		rest = rest[end+1:]
+	}
+	if len(args) == 0 {
+		return "", nil, errors.New("no command")
+	}
+	return addr, args, nil
 }
 
 // realFixture is a fixture on a real redis-server, whose Redis commands
@@ -113,8 +240,7 @@ func startRealGateway(t *testing.T, srv *redistest.Server, be *backendtest.Serve
 		t.Fatalf("newGateway = %v", err)
 	}
 	t.Cleanup(gw.Close)
-	cmds := &commandLog{}
-	gw.rdb.AddHook(cmds)
+	cmds := newCommandLog(t, srv, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := gw.cache.WaitSynced(ctx); err != nil {
@@ -143,25 +269,54 @@ type snapshot struct {
 	l1Len   int
 	l1      localcache.Stats
 	tiered  tiered.Stats
-	l2      rediscache.Stats
+	metrics string // the counters of the cache's L2 among them
 	backend int64
 }
 
-func (f *realFixture) snapshot() snapshot {
+func (f *realFixture) snapshot(t *testing.T) snapshot {
+	t.Helper()
 	return snapshot{
 		l1Len:   f.gw.cache.Stats().L1Entries,
 		l1:      f.gw.cache.Stats().L1,
 		tiered:  f.gw.cache.Stats(),
-		l2:      f.gw.l2.Stats(),
+		metrics: f.cacheMetrics(t),
 		backend: f.backend.Calls(),
 	}
+}
+
+// cacheMetrics returns the replica's sessioncache_ series, the cache's and
+// its L2's counters (rediscache.Stats) and the gateway's among them, one a
+// line; left out are those that move with the clock alone (heartbeats,
+// ages).
+func (f *realFixture) cacheMetrics(t *testing.T) string {
+	t.Helper()
+	families, err := f.gw.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range families {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, "sessioncache_") || strings.Contains(name, "heartbeat") || strings.HasSuffix(name, "_age_seconds") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			b.WriteString(name)
+			for _, l := range m.GetLabel() {
+				fmt.Fprintf(&b, " %s=%q", l.GetName(), l.GetValue())
+			}
+			fmt.Fprintf(&b, " %v %v %v %v\n", m.GetCounter().GetValue(), m.GetGauge().GetValue(),
+				m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum())
+		}
+	}
+	return b.String()
 }
 
 // inspectState calls the debug endpoint for id and checks that it changed
 // no cache and sent Redis nothing but reads of the session's hash.
 func (f *realFixture) inspectState(t *testing.T, id string) (sessionState, []string) {
 	t.Helper()
-	before := f.snapshot()
+	before := f.snapshot(t)
 	beforePeek, beforeHeld, _ := f.gw.cache.Peek(id)
 	f.cmds.start()
 	got := f.debugGet(t, testToken, id)
@@ -173,7 +328,7 @@ func (f *realFixture) inspectState(t *testing.T, id string) (sessionState, []str
 	if err := json.Unmarshal([]byte(got.raw), &st); err != nil {
 		t.Fatalf("GET %s%s: %v in %s", debugSessionsPath, id, err, got.raw)
 	}
-	after := f.snapshot()
+	after := f.snapshot(t)
 	// The backend's call count is checked by each case: asking it is
 	// allowed, and counts there.
 	before.backend, after.backend = 0, 0

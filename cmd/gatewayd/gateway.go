@@ -129,12 +129,16 @@ func parseLevel(s string) (slog.Level, error) {
 // gateway is one replica: the tiered cache, the signature verifier and the
 // HTTP handler. Create it with newGateway and Close it.
 type gateway struct {
-	cfg      config
-	log      *slog.Logger
+	cfg   config
+	log   *slog.Logger
+	cache *tiered.Cache // made by tiered.Open, which owns its clients
+	// rdb, layout and backend serve /healthz (PING, a probe lookup) and
+	// /debug/sessions (HGETALL of the session's key, one GET): the
+	// operator's probes, on a small client and a backend client of their
+	// own, independent of the cache's pools.
 	rdb      redis.UniversalClient
+	layout   rediscache.Layout
 	backend  *backend.Client
-	l2       *rediscache.Cache
-	cache    *tiered.Cache
 	verifier *signing.Verifier
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec // by result
@@ -143,9 +147,11 @@ type gateway struct {
 	closeOnce sync.Once
 }
 
-// newGateway validates cfg and builds the replica. It connects lazily: a
-// Redis that is down makes lookups fall back to the backend and /healthz
-// answer 503, it does not stop the gateway.
+// newGateway validates cfg and builds the replica. Its cache comes from
+// tiered.Open with NoWait: newGateway does not wait for Redis, and a Redis
+// that is down makes lookups fall back to the backend and /healthz answer
+// 503; it does not stop the gateway (serve waits -sync-timeout for the
+// invalidation channel, then serves anyway).
 func newGateway(cfg config) (*gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -166,30 +172,42 @@ func newGateway(cfg config) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	redisURL, caFile, tlsConf, err := cfg.Redis.OpenConfig()
+	if err != nil {
+		return nil, err
+	}
+	g.layout, err = rediscache.NewLayout(cfg.Prefix, "", cfg.Stripes)
+	if err != nil {
+		return nil, err
+	}
 	g.backend, err = backend.New(backend.Options{BaseURL: cfg.BackendURL})
 	if err != nil {
 		return nil, err
 	}
+	// The operator's probe, from the same flags: a client of gatewayd's
+	// own, independent of the cache's pools (see gateway.rdb).
 	rconf := cfg.Redis
 	rconf.ClientName = cfg.Name
 	g.rdb, err = rconf.NewClient()
 	if err != nil {
 		return nil, err
 	}
-	g.l2, err = rediscache.New(g.rdb, rediscache.Options{Prefix: cfg.Prefix, Stripes: cfg.Stripes, Logger: g.log})
-	if err != nil {
-		_ = g.rdb.Close()
-		return nil, err
-	}
-	g.cache, err = tiered.New(tiered.Options{
-		Redis:          g.l2,
-		Backend:        g.backend,
-		Local:          localcache.Options{Size: cfg.L1Size, TTL: cfg.L1TTL},
-		StaleBound:     cfg.StaleBound,
-		SubscriberName: cfg.Name,
-		Logger:         g.log,
+	g.cache, err = tiered.Open(context.Background(), tiered.Config{
+		RedisURL:   redisURL,
+		TLSCAFile:  caFile,
+		TLS:        tlsConf,
+		BackendURL: cfg.BackendURL,
+		Name:       cfg.Name,
+		KeyPrefix:  cfg.Prefix,
+		Stripes:    cfg.Stripes,
+		L1Size:     cfg.L1Size,
+		L1TTL:      cfg.L1TTL,
+		StaleBound: cfg.StaleBound,
+		Logger:     g.log,
+		NoWait:     true,
 	})
 	if err != nil {
+		g.backend.CloseIdleConnections()
 		_ = g.rdb.Close()
 		return nil, err
 	}
@@ -276,11 +294,11 @@ func (g *gateway) waitSynced(ctx context.Context) {
 	}
 }
 
-// Close stops the cache's goroutines and closes the Redis client. It is
-// idempotent.
+// Close closes the cache (its goroutines and the clients tiered.Open
+// made) and the probes' clients. It is idempotent.
 func (g *gateway) Close() {
 	g.closeOnce.Do(func() {
-		g.cache.Close()
+		_ = g.cache.Close()
 		g.backend.CloseIdleConnections()
 		_ = g.rdb.Close()
 	})

@@ -491,6 +491,78 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 }
 
+// TestStartsWhileRedisDown starts the gateway with nothing listening at
+// the Redis address: newGateway returns, serve waits -sync-timeout for the
+// invalidation channel and serves anyway, lookups fall back to the backend
+// and /healthz answers 503 for Redis and the subscriber.
+func TestStartsWhileRedisDown(t *testing.T) {
+	be := backendtest.NewServer()
+	defer be.Close()
+	rec, priv := be.NewSession("user-1")
+	logs := &syncBuffer{}
+	const syncTimeout = 300 * time.Millisecond
+	gw, err := newGateway(config{
+		Redis: redisconn.Config{URL: "redis://" + redistest.ClosedAddr(t)}, BackendURL: be.URL(), Name: "gw-redis-down",
+		Skew: signing.DefaultWindow, MaxBody: 1 << 10, SyncTimeout: syncTimeout,
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatalf("newGateway with Redis down = %v, want a gateway", err)
+	}
+	defer gw.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- gw.serve(ctx, ln) }()
+
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/me", nil)
+	signing.SignRequest(req, rec.DeviceSessionID, priv, time.Now(), nil)
+	resp, err := client.Do(req) // answered once serve serves
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if took := time.Since(start); took < syncTimeout {
+		t.Errorf("served after %v, before -sync-timeout %v", took, syncTimeout)
+	}
+	if resp.StatusCode != 200 {
+		t.Errorf("request with Redis down = %d, want 200 from the backend", resp.StatusCode)
+	}
+	if n := be.CallsFor(rec.DeviceSessionID); n != 1 {
+		t.Errorf("backend calls for the session = %d, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "invalidation channel not synced yet") {
+		t.Errorf("no warning that start-up served unsynced:\n%s", logs)
+	}
+
+	resp, err = client.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h health
+	err = json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 503 || h.Redis.OK || h.Subscriber.OK || !h.Backend.OK || h.Redis.Error == "" {
+		t.Errorf("/healthz = %d %+v (%v), want 503 with Redis and the subscriber failing", resp.StatusCode, h, err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after cancel = %v, want nil", err)
+		}
+	case <-time.After(shutdownTimeout):
+		t.Fatal("serve did not return after its context was cancelled")
+	}
+}
+
 func TestRunUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"-no-such-flag"}, &stdout, &stderr); code != 2 {
