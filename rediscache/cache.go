@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -29,9 +30,10 @@ const readSlots = 2
 const maxWarned = 1024
 
 // ErrFillRefused reports that Fill did not store an active record because a
-// user-wide revocation of its user happened within Options.FillWindow: the
-// record may predate that revocation. The caller may serve the record it
-// fetched to the lookup that fetched it, but must not cache it.
+// user-wide revocation of its user happened within Options.FillWindow (the
+// record may predate that revocation), or because Redis ran the fill after
+// the call's deadline. The caller may serve the record it fetched to the
+// lookup that fetched it, but must not cache it.
 var ErrFillRefused = errors.New("rediscache: fill refused after a recent user-wide revocation")
 
 // RefusedFill is the error of a Fill refused because of a user-wide
@@ -143,7 +145,7 @@ func (o *Options) setDefaults() error {
 	case o.CallTimeout < 0:
 		return fmt.Errorf("rediscache: negative CallTimeout %v", o.CallTimeout)
 	case 4*o.CallTimeout >= o.FillWindow:
-		// Fill's index step must run within FillWindow/2 of the fetch.
+		// A fill must run within FillWindow/2 of its fetch (see Fill).
 		return fmt.Errorf("rediscache: FillWindow %v must exceed 4 × CallTimeout (%v)", o.FillWindow, o.CallTimeout)
 	}
 	return nil
@@ -155,7 +157,7 @@ type Cache struct {
 	rdb    redis.UniversalClient
 	opts   Options
 	layout Layout
-	store  storeState // counters and test hook of the data operations (store.go)
+	store  storeState // counters and clock offsets of the data operations (store.go)
 	reads  *reads     // Get's pipelined reads (batch.go)
 }
 
@@ -185,6 +187,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 		return context.WithTimeout(context.Background(), opts.CallTimeout)
 	})
 	c.store.warned, _ = lru.New[string, struct{}](maxWarned) // fails only for a size <= 0
+	c.store.redisAhead = make([]atomic.Int64, layout.Stripes())
 	return c, nil
 }
 

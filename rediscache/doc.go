@@ -33,7 +33,7 @@
 // client_public_key, status ("active" or "revoked") and, when revoked,
 // revoked_at_ms (decimal Unix milliseconds of the Redis clock). Every key
 // written has a TTL: session hashes SessionTTL (at least, when revoked);
-// user indexes SessionTTL + FillWindow; user revocation markers
+// user indexes SessionTTL; user revocation markers
 // 2 × FillWindow; sequence counters and logs LogTTL after their stripe's
 // last invalidation (renewed when less than LogTTL − 1h is left).
 //
@@ -43,10 +43,11 @@
 // several stripes they share the {s<k>} tag), using redis.call('TIME') as the
 // one clock:
 //
-//   - index adds a session to its user's index, refusing an active fill when
-//     the user's revocation marker is younger than FillWindow;
 //   - fill writes the record unless Redis holds it revoked, in which case it
-//     only completes a tombstone's user_id and key;
+//     only completes a tombstone's user_id and key; an active record is
+//     added to its user's index of its stripe in the same step, or refused
+//     when the user's revocation marker of that stripe is younger than
+//     FillWindow;
 //   - revoke_session revokes one or more sessions of one stripe: each hash
 //     becomes revoked (a tombstone if needed; a valid revoked_at_ms is
 //     kept), takes the next sequence number of the stripe, is appended as
@@ -56,8 +57,9 @@
 //     and the log's TTLs are renewed when they run low, not at each
 //     message. RevokeSession sends one session, RevokeSessions up to 64
 //     of a stripe per script;
-//   - revoke_user sets the user's marker and reads the user's index (up
-//     to 1,000 ids; a larger index is scanned afterwards);
+//   - revoke_user sets the user's marker of one stripe and reads the user's
+//     index of that stripe (up to 1,000 ids; a larger index is scanned
+//     afterwards); RevokeUser runs it on every stripe, in one pipeline;
 //   - mark_revoked revokes sessions of one stripe as revoke_session does,
 //     up to 64 per script and two scripts to a pipeline, but neither
 //     numbers, logs nor publishes them;
@@ -100,10 +102,11 @@
 // goroutine of its own. A fill racing a RevokeSession cannot leave "active"
 // behind,
 // because each script is atomic and fill never overwrites "revoked". A fill
-// racing a RevokeUser cannot either: Fill runs the index script before the
-// fill script, and revoke_user reads the index in the same atomic step that
-// sets the marker. A fill indexed before it is in the list that RevokeUser
-// revokes; a fill indexed after it sees the marker and is refused with
+// racing a RevokeUser cannot either: the fill script indexes the session in
+// the step that writes it, and revoke_user reads the index of the session's
+// stripe in the same atomic step that sets the marker of that stripe, in
+// the same slot. A fill that ran before it is in the list that RevokeUser
+// revokes; a fill that runs after it sees the marker and is refused with
 // ErrFillRefused. An index too large to read in that step (over 1,000 ids)
 // is scanned (SSCAN) right after it: the marker keeps new sessions out of
 // the index for FillWindow, so the scan finds the same sessions, unless it

@@ -25,10 +25,16 @@ import (
 // its stripe, so that each Lua script touches keys of one slot:
 //
 //	<prefix>session:{s<k>}:<device_session_id>   k = Stripe(device_session_id)
-//	<prefix>user:{s<k>}:<user_id>:sessions       k = Stripe(user_id)
-//	<prefix>user:{s<k>}:<user_id>:revoked_at_ms
+//	<prefix>user:{s<k>}:<user_id>:sessions       the user's sessions of stripe k
+//	<prefix>user:{s<k>}:<user_id>:revoked_at_ms  the user's marker on stripe k
 //	<prefix>session_invalidation:{s<k>}:seq
 //	<prefix>session_invalidation:{s<k>}:log
+//
+// A user so has an index and a marker on each stripe that holds one of
+// their sessions (a user-wide revocation sets the marker on every stripe):
+// the fill script checks the marker and indexes the session in the same
+// slot as the session's hash. A user's message is numbered on the user's
+// own stripe, Stripe(user_id).
 //
 // The channel has no tag. Stripe(id) is the CRC-32 (IEEE) of the id modulo N;
 // `sessionctl inspect` prints the keys of a session.
@@ -135,15 +141,16 @@ func (l Layout) SessionIDOfKey(key string) (string, bool) {
 	return rest, true
 }
 
-// UserSessionsKey returns the key of the set of a user's session ids.
-func (l Layout) UserSessionsKey(userID string) string {
-	return l.prefix + "user:" + l.tags[l.Stripe(userID)] + userID + ":sessions"
+// UserSessionsKey returns the key of the set of a user's session ids of
+// stripe k (with one stripe, k is 0 and the set lists them all).
+func (l Layout) UserSessionsKey(userID string, k int) string {
+	return l.prefix + "user:" + l.tags[k] + userID + ":sessions"
 }
 
 // UserRevokedKey returns the key holding the time of the user's last
-// user-wide revocation.
-func (l Layout) UserRevokedKey(userID string) string {
-	return l.prefix + "user:" + l.tags[l.Stripe(userID)] + userID + ":revoked_at_ms"
+// user-wide revocation, as stripe k's fills see it.
+func (l Layout) UserRevokedKey(userID string, k int) string {
+	return l.prefix + "user:" + l.tags[k] + userID + ":revoked_at_ms"
 }
 
 // SeqKey returns the key of stripe k's sequence counter.

@@ -29,42 +29,13 @@ local function extend(k, ttl)
 end
 `
 
-// indexScript adds a session id to its user's index.
-//
-//	KEYS[1]  user sessions set
-//	KEYS[2]  user revoked_at_ms marker
-//	ARGV[1]  device session id
-//	ARGV[2]  minimum TTL of the set, ms
-//	ARGV[3]  fill window, ms
-//	ARGV[4]  "0": no check; "1": refuse when the marker is within the
-//	         window of now; a marker time: refuse when the marker is later
-//	         (the record was fetched after that revocation)
-//
-// It returns the server time in ms, or, when refused, minus the marker's
-// time. A marker that is not a decimal number refuses too (fail closed),
-// returning 0.
-var indexScript = redis.NewScript(luaNow + luaExtendTTL + `
-if ARGV[4] ~= '0' then
-  local at = redis.call('GET', KEYS[2])
-  if at then
-    if not string.match(at, '^%d+$') then return 0 end
-    local t = tonumber(at)
-    if ARGV[4] == '1' then
-      if now - t < tonumber(ARGV[3]) then return -t end
-    elseif t > tonumber(ARGV[4]) then
-      return -t
-    end
-  end
-end
-redis.call('SADD', KEYS[1], ARGV[1])
-extend(KEYS[1], tonumber(ARGV[2]))
-return now
-`)
-
 // fillScript stores a record fetched from the backend, never replacing a
-// revoked record with an active one.
+// revoked record with an active one, and indexes an active record under its
+// user in the same step.
 //
 //	KEYS[1]  session hash
+//	KEYS[2]  the user's sessions set of the session's stripe (with a user id)
+//	KEYS[3]  the user's revoked_at_ms marker of that stripe (with a user id)
 //	ARGV[1]  user_id ("" for none)
 //	ARGV[2]  client_public_key ("" for none)
 //	ARGV[3]  status: "active" or "revoked"
@@ -72,6 +43,11 @@ return now
 //	ARGV[5]  session TTL, ms
 //	ARGV[6]  latest server time, ms, at which an active record may still be
 //	         written ("0": no limit)
+//	ARGV[7]  fill window, ms
+//	ARGV[8]  "1": refuse an active record when the marker is within the
+//	         window of now; a marker time: refuse it when the marker is
+//	         later (the record was fetched after that revocation)
+//	ARGV[9]  device session id, the member of KEYS[2]
 //
 // If Redis holds the session as anything but active (status "revoked", any
 // other or no status, or a revoked_at_ms beside "active", as DecodeHash
@@ -79,16 +55,28 @@ return now
 // a missing user_id or client_public_key is added from the arguments
 // (completing a tombstone); a
 // revoked fill keeps the earlier revoked_at_ms; the TTL becomes at least the
-// session TTL. Otherwise the arguments are written, revoked_at_ms removed
-// from an active record, and the TTL set (an active fill) or extended (a
-// revoked fill). It returns HGETALL of the result, or 0 when an active fill
-// came after its limit and wrote nothing.
+// session TTL. Otherwise an active record is refused after its limit, and
+// refused by the marker as ARGV[8] says; if not refused, it is added to the
+// user's set (whose TTL becomes at least the session TTL) and written. The
+// arguments are written, revoked_at_ms removed from an active record, and
+// the TTL set (an active fill) or extended (a revoked fill).
+//
+// It replies {now, "ok", field, value, ...} with HGETALL of the result;
+// for an active record it did not write, {now, "late"} when it ran after
+// its limit, {now, "marker", t} when the marker (time t) refused it, and
+// {now, "marker"} for a marker that is not a decimal number (fail closed).
+// now is the server time in ms.
 var fillScript = redis.NewScript(luaNow + luaExtendTTL + `
 local key = KEYS[1]
 local ttl = tonumber(ARGV[5])
 local function missing(f)
   local v = redis.call('HGET', key, f)
   return (not v) or v == ''
+end
+local function stored()
+  local out = {now, 'ok'}
+  for _, v in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = v end
+  return out
 end
 -- Anything but exactly "active" without revoked_at_ms is revoked, as
 -- DecodeHash reads it: a hand-typed "Revoked" is never overwritten active.
@@ -114,15 +102,29 @@ if held then
     end
   end
   extend(key, ttl)
-  return redis.call('HGETALL', key)
+  return stored()
 end
 if ARGV[3] == 'active' then
   local limit = tonumber(ARGV[6])
-  if limit > 0 and now > limit then return 0 end
+  if limit > 0 and now > limit then return {now, 'late'} end
+  if #KEYS == 3 then
+    local at = redis.call('GET', KEYS[3])
+    if at then
+      if not string.match(at, '^%d+$') then return {now, 'marker'} end
+      local t = tonumber(at)
+      if ARGV[8] == '1' then
+        if now - t < tonumber(ARGV[7]) then return {now, 'marker', t} end
+      elseif t > tonumber(ARGV[8]) then
+        return {now, 'marker', t}
+      end
+    end
+    redis.call('SADD', KEYS[2], ARGV[9])
+    extend(KEYS[2], ttl)
+  end
   redis.call('HSET', key, 'user_id', ARGV[1], 'client_public_key', ARGV[2], 'status', 'active')
   redis.call('HDEL', key, 'revoked_at_ms')
   redis.call('PEXPIRE', key, string.format('%d', ttl))
-  return redis.call('HGETALL', key)
+  return stored()
 end
 redis.call('HSET', key, 'status', 'revoked')
 if ARGV[1] ~= '' then redis.call('HSET', key, 'user_id', ARGV[1]) end
@@ -133,25 +135,12 @@ else
   redis.call('HDEL', key, 'revoked_at_ms')
 end
 extend(key, ttl)
-return redis.call('HGETALL', key)
+return stored()
 `)
 
-// indexedScript reports whether a user's index lists a session: 1 or 0. It
-// reads the set with SMEMBERS (a user has few sessions) so that it needs no
-// command beyond the ones the other scripts use.
-//
-//	KEYS[1]  user sessions set
-//	ARGV[1]  device session id
-var indexedScript = redis.NewScript(`
-for _, v in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if v == ARGV[1] then return 1 end
-end
-return 0
-`)
-
-// unfillScript takes back an active record whose fill lost its index entry
-// (see Cache.Fill): it deletes the record's fields if its status is still
-// active, and returns 1; a revoked record stays, and it returns 0.
+// unfillScript takes back an active record (see Cache.Unfill): it deletes
+// the record's fields if its status is still active, and returns 1; a
+// revoked record stays, and it returns 0.
 //
 //	KEYS[1]  session hash
 var unfillScript = redis.NewScript(`
@@ -293,23 +282,24 @@ end
 return #KEYS
 `)
 
-// revokeUserScript records a user-wide revocation: it sets the user's marker
-// to the Redis time, or 1 ms after the marker it replaces if that is not
-// earlier (which makes the index script refuse active fills for the fill
-// window),
-// and returns the user's indexed session ids, read in the same atomic step,
-// when there are at most ARGV[2] of them: a fill indexed before is in that
-// list; a fill indexed after sees the marker. A larger index is not read
-// here (SMEMBERS of 100,000 ids blocks Redis for tens of milliseconds): the
-// caller scans it afterwards, which finds the same sessions, since the
-// marker keeps new ones out of the index for the fill window. It announces
-// nothing: announceUserScript does, once the sessions are marked. SCARD
-// here and SSCAN in RevokeUser are the two commands the library sends
-// beyond those deploy/redis/gateway.acl granted before; where an ACL
-// refuses SCARD, the script reads the whole index inline, as it used to.
+// revokeUserScript records a user-wide revocation on one stripe: it sets
+// the user's marker of that stripe to the Redis time, or 1 ms after the
+// marker it replaces if that is not earlier (which makes the fill script
+// refuse active fills of the user's sessions of that stripe for the fill
+// window), and returns the user's indexed session ids of the stripe, read
+// in the same atomic step, when there are at most ARGV[2] of them: a fill
+// that ran before is in that list; a fill that runs after sees the marker.
+// A larger index is not read here (SMEMBERS of 100,000 ids blocks Redis for
+// tens of milliseconds): the caller scans it afterwards, which finds the
+// same sessions, since the marker keeps new ones out of the index for the
+// fill window. It announces nothing: announceUserScript does, once the
+// sessions are marked. SCARD here and SSCAN in RevokeUser are the two
+// commands the library sends beyond those deploy/redis/gateway.acl granted
+// before; where an ACL refuses SCARD, the script reads the whole index
+// inline, as it used to.
 //
-//	KEYS[1]  user sessions set
-//	KEYS[2]  user revoked_at_ms marker
+//	KEYS[1]  the user's sessions set of the stripe
+//	KEYS[2]  the user's revoked_at_ms marker of the stripe
 //	ARGV[1]  marker TTL, ms
 //	ARGV[2]  largest index returned inline
 //

@@ -262,7 +262,7 @@ func TestStripedScriptsTouchOneSlot(t *testing.T) {
 			t.Fatalf("sessions used stripes %v; the test needs several", stripesSeen)
 		}
 
-		scripts := 0
+		scripts, userSteps := 0, 0
 		for _, cmd := range counter.take() {
 			args := cmd.Args()
 			name := strings.ToLower(fmt.Sprint(args[0]))
@@ -276,24 +276,31 @@ func TestStripedScriptsTouchOneSlot(t *testing.T) {
 				keys[i] = fmt.Sprint(args[3+i])
 			}
 			id := ownerOf(keys[0])
-			if strings.HasPrefix(keys[0], "session_invalidation:") {
-				id = "user-7" // announce_user: the user's stripe
-			}
 			tag := fmt.Sprintf("{s%d}", l.Stripe(id))
+			switch {
+			case strings.HasPrefix(keys[0], "session_invalidation:"):
+				tag = fmt.Sprintf("{s%d}", l.Stripe("user-7")) // announce_user: the user's stripe
+			case strings.HasPrefix(keys[0], "user:"):
+				userSteps++ // revoke_user: one per stripe, on its own tag
+				tag = keys[0][strings.Index(keys[0], "{") : strings.Index(keys[0], "}")+1]
+			}
 			for _, k := range keys {
 				if !strings.Contains(k, tag) {
-					t.Errorf("script keys %v: %s lacks tag %s of %s", keys, k, tag, id)
+					t.Errorf("script keys %v: %s lacks tag %s", keys, k, tag)
 				}
 				if keySlot(k) != keySlot(keys[0]) {
 					t.Errorf("script keys %v span slots %d and %d", keys, keySlot(keys[0]), keySlot(k))
 				}
 			}
 		}
-		// 3 per fill (index, fill, index check), 6 revocations, and for
-		// the user revocation the marker, one marking its sessions per
-		// stripe they use, and the message.
-		if want := 3*len(ids) + 6 + 1 + len(userStripes) + 1; scripts != want {
+		// 1 per fill, 6 revocations, and for the user revocation the
+		// marker of each stripe, one marking its sessions per stripe they
+		// use, and the message.
+		if want := len(ids) + 6 + 4 + len(userStripes) + 1; scripts != want {
 			t.Errorf("recorded %d script calls, want %d", scripts, want)
+		}
+		if userSteps != 4 {
+			t.Errorf("RevokeUser set the marker on %d stripes, want 4", userSteps)
 		}
 		for k := range 4 {
 			if v := r.rdb.Get(ctx, fmt.Sprintf("session_invalidation:{s%d}:seq", k)).Val(); v != strconv.FormatUint(perStripe[k], 10) && perStripe[k] > 0 {

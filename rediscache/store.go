@@ -91,9 +91,10 @@ type storeState struct {
 	// warned holds the session keys whose irregular hash was logged.
 	warned *lru.Cache[string, struct{}]
 
-	// hookAfterIndex, when a test sets it before using the Cache, runs in
-	// Fill between the index script and the fill script.
-	hookAfterIndex func()
+	// redisAhead[k] is how far Redis's clock, on the node of stripe k, ran
+	// ahead of this process's at the last fill of the stripe, in ms (a
+	// lower bound; negative when behind).
+	redisAhead []atomic.Int64
 }
 
 // Stats counts events since New. The counters only grow.
@@ -290,32 +291,32 @@ func (c *Cache) Lookup(ctx context.Context, deviceSessionID string) (session.Rec
 // the user id and key it lacked, and Fill returns it as revoked with a nil
 // error. A record that fails Record.Validate is an error and sends nothing.
 //
-// An active record is first added to its user's index, which is refused
-// with ErrFillRefused (and nothing is written) when a user-wide revocation
-// of that user happened within Options.FillWindow. A revocation that runs
-// after the index step finds the session in the index and revokes it. So
-// that a record fetched before a user-wide revocation cannot pass the index
-// step after the window, the caller must start Fill within FillWindow/2 −
-// CallTimeout of starting the fetch that produced r (New enforces
-// 4 × CallTimeout < FillWindow). The second step writes an active record
-// only while its caller is still waiting for the reply: it refuses, with
-// ErrFillRefused, once more Redis time has passed since the first step than
-// the second call's own deadline left when it was sent. A write that lands
-// after its caller gave up would go unchecked by the third step: it checks
-// that the index still lists the session, and if Redis lost the entry
-// between the first two (a restart or failover), the active record is
-// removed again and Fill returns ErrFillRefused.
+// An active record of a user is written by one script that, in the same
+// atomic step, adds the session to the user's index of its stripe, or
+// refuses it with ErrFillRefused (writing nothing) when the user's
+// revocation marker on that stripe is younger than Options.FillWindow. A
+// user-wide revocation that runs after the fill finds the session in the
+// index and revokes it; one that ran before refuses it. So that a record
+// fetched before a user-wide revocation cannot be written after the window,
+// the caller must start Fill within FillWindow/2 − CallTimeout of starting
+// the fetch that produced r (New enforces 4 × CallTimeout < FillWindow).
+// And the script writes an active record only while its caller still
+// awaits the reply: it refuses, with ErrFillRefused, once Redis's clock has
+// passed the call's deadline (this process's deadline stated on Redis's
+// clock, whose offset from this process's clock the replies of the stripe's
+// earlier fills measured). A write that landed after its caller gave up
+// would escape a caller that takes back fills after Redis lost data.
 //
 // A refusal because of a user-wide revocation is a *RefusedFill.
 //
-// Each Redis call is bounded by Options.CallTimeout within ctx.
+// The call is bounded by Options.CallTimeout within ctx.
 func (c *Cache) Fill(ctx context.Context, r session.Record) (session.Record, error) {
 	return c.fill(ctx, r, 0)
 }
 
 // FillSince is Fill for a record the backend answered after a Fill was
 // refused with a *RefusedFill whose RevokedAtMS is revokedAtMS: the answer
-// reflects that revocation, so the index step refuses it only when a later
+// reflects that revocation, so the script refuses it only when a later
 // user-wide revocation of the user happened (again a *RefusedFill), not for
 // the whole fill window. A session its user opened after a user-wide
 // revocation is so cached at its first lookup, not FillWindow later.
@@ -330,35 +331,18 @@ func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (sess
 	if err := r.Validate(); err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill: %w", err)
 	}
-	id := r.DeviceSessionID
-	active := r.Status == session.StatusActive
-	var indexMS int64 // Redis time of the index step
-	if r.UserID != "" {
-		check := "0"
-		switch {
-		case active && sinceMS > 0:
-			check = strconv.FormatInt(sinceMS, 10)
-		case active:
-			check = "1"
-		}
-		now, err := c.index(ctx, r.UserID, id, check)
-		if err != nil {
-			return session.Record{}, fmt.Errorf("rediscache: fill %s: index: %w", session.Redact(id), err)
-		}
-		if now <= 0 {
-			c.store.fillsRefused.Add(1)
-			if now == 0 {
-				return session.Record{}, fmt.Errorf("rediscache: fill %s: the user's revocation marker is not a time: %w", session.Redact(id), ErrFillRefused)
-			}
-			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), &RefusedFill{RevokedAtMS: -now})
-		}
-		indexMS = now
-	}
-	if c.store.hookAfterIndex != nil {
-		c.store.hookAfterIndex()
-	}
 	if mutation.Disabled(mutation.GuardedFill) {
 		return c.fillUnguarded(ctx, r)
+	}
+	id := r.DeviceSessionID
+	k := c.layout.Stripe(id)
+	keys := []string{c.layout.SessionKey(id)}
+	if r.UserID != "" {
+		keys = append(keys, c.layout.UserSessionsKey(r.UserID, k), c.layout.UserRevokedKey(r.UserID, k))
+	}
+	check := "1"
+	if sinceMS > 0 {
+		check = strconv.FormatInt(sinceMS, 10)
 	}
 	revokedAt := ""
 	if r.RevokedAtMS != nil {
@@ -366,27 +350,43 @@ func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (sess
 	}
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	// Redis time after which an active record is not written: the index
-	// step's time plus what is left of this call's deadline, less a
-	// millisecond for TIME's resolution. A script that runs by then ran
-	// before the deadline, so its reply is awaited and the third step runs.
-	var limitMS int64
-	if active && indexMS > 0 {
-		dl, _ := cctx.Deadline() // c.call always sets one
-		limitMS = max(indexMS+time.Until(dl).Milliseconds()-1, indexMS)
-	}
-	res, err := fillScript.Run(cctx, c.rdb, []string{c.layout.SessionKey(id)},
+	// The call's deadline on Redis's clock, less a millisecond for TIME's
+	// resolution: a script that runs by then runs while its reply is
+	// awaited.
+	dl, _ := cctx.Deadline() // c.call always sets one
+	limitMS := dl.UnixMilli() + c.store.redisAhead[k].Load() - 1
+	res, err := fillScript.Run(cctx, c.rdb, keys,
 		r.UserID, r.ClientPublicKey, string(r.Status), revokedAt,
-		c.opts.SessionTTL.Milliseconds(), limitMS).Result()
+		c.opts.SessionTTL.Milliseconds(), limitMS,
+		c.opts.FillWindow.Milliseconds(), check, id).Slice()
 	if err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
 	}
-	fields, ok := res.([]any)
-	if !ok {
-		c.store.fillsRefused.Add(1)
-		return session.Record{}, fmt.Errorf("rediscache: fill %s: index step too long ago: %w", session.Redact(id), ErrFillRefused)
+	if len(res) < 2 {
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: unexpected reply of %d values", session.Redact(id), len(res))
 	}
-	h, err := pairs(fields)
+	if now, ok := res[0].(int64); ok {
+		// A lower bound of Redis's lead: the reply's travel is in it, so
+		// the limits it gives err early, never late.
+		c.store.redisAhead[k].Store(now - time.Now().UnixMilli())
+	}
+	switch kind, _ := res[1].(string); kind {
+	case "ok":
+	case "late":
+		c.store.fillsRefused.Add(1)
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: Redis ran it after the call's deadline: %w", session.Redact(id), ErrFillRefused)
+	case "marker":
+		c.store.fillsRefused.Add(1)
+		if len(res) == 3 {
+			if at, ok := res[2].(int64); ok {
+				return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), &RefusedFill{RevokedAtMS: at})
+			}
+		}
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: the user's revocation marker is not a time: %w", session.Redact(id), ErrFillRefused)
+	default:
+		return session.Record{}, fmt.Errorf("rediscache: fill %s: unexpected reply %v", session.Redact(id), res[1])
+	}
+	h, err := pairs(res[2:])
 	if err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
 	}
@@ -394,43 +394,12 @@ func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (sess
 	if err != nil {
 		return session.Record{}, fmt.Errorf("rediscache: fill %s: stored record: %w", session.Redact(id), err)
 	}
-	if active && r.UserID != "" && stored.Status == session.StatusActive {
-		if err := c.confirmIndexed(ctx, r.UserID, id); err != nil {
-			return session.Record{}, fmt.Errorf("rediscache: fill %s: %w", session.Redact(id), err)
-		}
-	}
 	return stored, nil
 }
 
-// confirmIndexed checks, after an active fill, that the user's index still
-// lists the session. It does not when Redis lost data between the index
-// step and the write (it restarted empty, or failed over, while the fill
-// was between its two calls, go-redis' retries included): the record is
-// then active where a user-wide revocation, which finds sessions through
-// the index, would miss it. So the record is taken out again (its fields
-// deleted, unless a revocation replaced it meanwhile) and ErrFillRefused
-// returned. If the check itself fails, its error is returned and the
-// record stays; Redis is then unreachable or has lost it too.
-func (c *Cache) confirmIndexed(ctx context.Context, userID, id string) error {
-	cctx, cancel := c.call(ctx)
-	listed, err := indexedScript.Run(cctx, c.rdb, []string{c.layout.UserSessionsKey(userID)}, id).Int()
-	cancel()
-	if err != nil {
-		return fmt.Errorf("check the index: %w", err)
-	}
-	if listed == 1 {
-		return nil
-	}
-	c.store.fillsRefused.Add(1)
-	if _, err := c.Unfill(ctx, []string{id}); err != nil {
-		return fmt.Errorf("the index lost the session since the index step; remove the record: %w", err)
-	}
-	return fmt.Errorf("the index lost the session since the index step: %w", ErrFillRefused)
-}
-
-// Unfill takes back the active records of ids, as Fill does when its
-// index check fails: a record whose status is still active loses its
-// fields, so the next lookup asks the backend; a revoked record stays. It
+// Unfill takes back the active records of ids: a record whose status is
+// still active loses its fields, so the next lookup asks the backend; a
+// revoked record stays. It
 // is for a caller whose recent fills may have landed after Redis lost data
 // (a restart without persistence, a failover): their backend answers were
 // read before the loss, and may predate a revocation Redis lost with it.
@@ -461,20 +430,6 @@ func (c *Cache) Unfill(ctx context.Context, ids []string) (int, error) {
 		return n, fmt.Errorf("rediscache: unfill: %w", err)
 	}
 	return n, nil
-}
-
-// index runs the index script with check as its ARGV[4]: it returns the
-// Redis time in ms, or, when refused, minus the user's revocation time (0
-// for a marker that is not a time).
-func (c *Cache) index(ctx context.Context, userID, id, check string) (int64, error) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	// The index outlives the session hashes it lists: a hash's TTL is set
-	// at most FillWindow/2 after its index entry's.
-	ttl := c.opts.SessionTTL + c.opts.FillWindow
-	return indexScript.Run(cctx, c.rdb,
-		[]string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)},
-		id, ttl.Milliseconds(), c.opts.FillWindow.Milliseconds(), check).Int64()
 }
 
 // pairs converts a flat HGETALL reply into a map.
@@ -887,18 +842,19 @@ func (c *Cache) countPublish(receivers int64) {
 }
 
 // RevokeUser revokes every session of userID and publishes one message,
-// however many sessions the user has. In one atomic step it sets the
-// user's revocation marker (refusing active fills of the user for
-// Options.FillWindow; the marker lives 2 × FillWindow) and reads the user's
-// index (when it lists at most 1,000 sessions; a larger one is scanned
-// next). Then it marks each indexed session revoked as RevokeSession does
-// but without a message of its own, the sessions of one stripe up to 64 to
-// a script, and only then logs and publishes the user invalidation it
-// returns, which flips the user's sessions in every replica's L1 (see the
-// package doc for why that is enough). It returns the ids it marked. It
-// tries every session and returns the first error, after publishing the
-// user message all the same; a caller retries the whole call on error,
-// which is safe.
+// however many sessions the user has. In one atomic step per stripe (the
+// steps of all stripes in one pipeline) it sets the user's revocation
+// marker of the stripe (refusing active fills of the user's sessions of
+// that stripe for Options.FillWindow; the marker lives 2 × FillWindow) and
+// reads the user's index of the stripe (when it lists at most 1,000
+// sessions; a larger one is scanned next). Then it marks each indexed
+// session revoked as RevokeSession does but without a message of its own,
+// the sessions of one stripe up to 64 to a script, and only then logs and
+// publishes the user invalidation it returns, which flips the user's
+// sessions in every replica's L1 (see the package doc for why that is
+// enough). It returns the ids it marked. It tries every session and
+// returns the first error, after publishing the user message all the same;
+// a caller retries the whole call on error, which is safe.
 //
 // Each call is bounded by Options.CallTimeout within ctx: the first step,
 // each SSCAN of a large index, each pipeline of up to 128 marked sessions
@@ -907,41 +863,52 @@ func (c *Cache) RevokeUser(ctx context.Context, userID string) (session.Invalida
 	if err := session.ValidateUserID(userID); err != nil {
 		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user: %w", err)
 	}
-	keys := []string{c.layout.UserSessionsKey(userID), c.layout.UserRevokedKey(userID)}
-	args := []any{(2 * c.opts.FillWindow).Milliseconds(), inlineIndex}
-	cctx, cancel := c.call(ctx)
-	cmd, wait := c.runWaited(cctx, revokeUserScript, keys, args...)
-	res, err := cmd.Slice()
-	cancel()
-	ids, size, err := userIndex(res, err)
-	if err != nil {
-		c.store.revokeErrors.Add(1)
-		if isRefusal(err) {
-			ids, serr := c.scanIndex(ctx, userID)
-			err = c.fallBack(ctx, err, ids, []session.Invalidation{{UserID: userID}})
-			if serr != nil {
-				err = fmt.Errorf("%w (index read for the fallback: %v)", err, serr)
-			}
+	calls := make([]scriptCall, c.layout.Stripes())
+	for k := range calls {
+		calls[k] = scriptCall{
+			keys: []string{c.layout.UserSessionsKey(userID, k), c.layout.UserRevokedKey(userID, k)},
+			args: []any{(2 * c.opts.FillWindow).Milliseconds(), inlineIndex},
 		}
-		return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
 	}
 	// Not replicated: the sessions are revoked all the same, and the
 	// error is reported after them.
-	firstErr := c.replicated(wait)
+	cmds, firstErr := c.runScripts(ctx, revokeUserScript, calls)
 	keep := func(err error) {
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
+	var ids []string
+	var large []int // stripes whose index is scanned
+	for k, cmd := range cmds {
+		got, size, err := userIndex(cmd.Slice())
+		if err != nil {
+			c.store.revokeErrors.Add(1)
+			if isRefusal(err) {
+				ids, serr := c.scanIndex(ctx, userID)
+				err = c.fallBack(ctx, err, ids, []session.Invalidation{{UserID: userID}})
+				if serr != nil {
+					err = fmt.Errorf("%w (index read for the fallback: %v)", err, serr)
+				}
+			}
+			return session.Invalidation{}, nil, fmt.Errorf("rediscache: revoke user %s: %w", session.Redact(userID), err)
+		}
+		ids = append(ids, got...)
+		if int64(len(got)) < size {
+			large = append(large, k)
+		}
+	}
 	var revoked []string
-	switch {
-	case int64(len(ids)) < size:
+	if len(ids) > 0 {
+		marked, _, err := c.markRevoked(ctx, ids)
+		revoked = append(revoked, marked...)
+		keep(err)
+	}
+	for _, k := range large {
 		// The marker is set: the index gains no session for FillWindow,
 		// so a scan now finds the sessions indexed before it.
-		revoked, err = c.markIndex(ctx, userID)
-		keep(err)
-	case len(ids) > 0:
-		revoked, _, err = c.markRevoked(ctx, ids)
+		marked, err := c.markIndex(ctx, c.layout.UserSessionsKey(userID, k))
+		revoked = append(revoked, marked...)
 		keep(err)
 	}
 	// Announced after the marks: a replica that read a session active
@@ -1012,22 +979,27 @@ func (c *Cache) announceUser(ctx context.Context, userID string) (session.Invali
 	return m, c.replicated(wait)
 }
 
-// scanIndex reads a user's index with SSCAN, each call bounded by
-// Options.CallTimeout, and returns its ids without duplicates.
+// scanIndex reads a user's indexes of every stripe with SSCAN, each call
+// bounded by Options.CallTimeout, and returns their ids without
+// duplicates.
 func (c *Cache) scanIndex(ctx context.Context, userID string) ([]string, error) {
 	var ids []string
-	err := c.scanIndexPages(ctx, userID, func(page []string) bool {
-		ids = append(ids, page...)
-		return true
-	})
-	return ids, err
+	for k := range c.layout.Stripes() {
+		err := c.scanIndexPages(ctx, c.layout.UserSessionsKey(userID, k), func(page []string) bool {
+			ids = append(ids, page...)
+			return true
+		})
+		if err != nil {
+			return ids, err
+		}
+	}
+	return ids, nil
 }
 
-// scanIndexPages reads a user's index with SSCAN, each call bounded by
-// Options.CallTimeout, and hands each page of ids not seen before to emit,
-// until the scan ends or emit returns false.
-func (c *Cache) scanIndexPages(ctx context.Context, userID string, emit func([]string) bool) error {
-	key := c.layout.UserSessionsKey(userID)
+// scanIndexPages reads the user index at key with SSCAN, each call bounded
+// by Options.CallTimeout, and hands each page of ids not seen before to
+// emit, until the scan ends or emit returns false.
+func (c *Cache) scanIndexPages(ctx context.Context, key string, emit func([]string) bool) error {
 	seen := make(map[string]struct{})
 	var cursor uint64
 	for {
@@ -1053,18 +1025,18 @@ func (c *Cache) scanIndexPages(ctx context.Context, userID string, emit func([]s
 	}
 }
 
-// markIndex marks the sessions of a user's index revoked, as markRevoked
-// does, page by page while a goroutine of its own scans the next page. It
-// returns the ids marked and the first error; after an error of the scan
-// or a pipeline Redis did not answer, it stops.
-func (c *Cache) markIndex(ctx context.Context, userID string) ([]string, error) {
+// markIndex marks the sessions of the user index at key revoked, as
+// markRevoked does, page by page while a goroutine of its own scans the
+// next page. It returns the ids marked and the first error; after an error
+// of the scan or a pipeline Redis did not answer, it stops.
+func (c *Cache) markIndex(ctx context.Context, key string) ([]string, error) {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	pages := make(chan []string, 1)
 	scanned := make(chan error, 1)
 	go func() {
 		defer close(pages)
-		scanned <- c.scanIndexPages(sctx, userID, func(page []string) bool {
+		scanned <- c.scanIndexPages(sctx, key, func(page []string) bool {
 			select {
 			case pages <- page:
 				return true

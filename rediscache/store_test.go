@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -347,8 +348,9 @@ func TestFillNeverOverwritesRevoked(t *testing.T) {
 	})
 }
 
-// TestFillRaceWithRevokeUser forces a user-wide revocation into each side of
-// Fill's index step, many times, and checks Redis never ends up active.
+// TestFillRaceWithRevokeUser runs Fill and RevokeUser of its user at once,
+// many times: whichever runs first in Redis, the session must not end up
+// active. A fill after the revocation is refused and writes nothing.
 func TestFillRaceWithRevokeUser(t *testing.T) {
 	eachRedis(t, func(t *testing.T, r testRedis) {
 		runs := 1000
@@ -358,38 +360,45 @@ func TestFillRaceWithRevokeUser(t *testing.T) {
 		c := newCache(t, r.rdb, Options{})
 		ctx := context.Background()
 
-		t.Run("revoke after index step", func(t *testing.T) {
+		t.Run("at once", func(t *testing.T) {
+			var filledFirst, refused int
 			for i := range runs {
 				id, uid := fmt.Sprintf("dev-a%d", i), fmt.Sprintf("user-a%d", i)
-				paused, resume := make(chan struct{}), make(chan struct{})
-				c.store.hookAfterIndex = func() { close(paused); <-resume }
+				start := make(chan struct{})
 				type result struct {
 					rec session.Record
 					err error
 				}
 				done := make(chan result, 1)
 				go func() {
+					<-start
 					rec, err := c.Fill(ctx, activeRecord(id, uid))
 					done <- result{rec, err}
 				}()
-				<-paused
+				close(start)
 				_, ids, err := c.RevokeUser(ctx, uid)
-				close(resume)
 				res := <-done
-				if err != nil || len(ids) != 1 || ids[0] != id {
-					t.Fatalf("run %d: RevokeUser(%q) = %v, %v; want [%s], nil", i, uid, ids, err, id)
+				if err != nil {
+					t.Fatalf("run %d: RevokeUser(%q): %v", i, uid, err)
 				}
-				if res.err != nil || res.rec.Status != session.StatusRevoked {
-					t.Fatalf("run %d: Fill = %s, %v; want revoked, nil", i, fmtRecord(res.rec), res.err)
+				switch {
+				case errors.Is(res.err, ErrFillRefused):
+					refused++
+				case res.err != nil:
+					t.Fatalf("run %d: Fill: %v", i, res.err)
+				case len(ids) == 1:
+					filledFirst++
 				}
-				if s := r.rdb.HGet(ctx, "session:"+id, "status").Val(); s != "revoked" {
-					t.Fatalf("run %d: HGET session:%s status = %q, want revoked", i, id, s)
+				if s := r.rdb.HGet(ctx, "session:"+id, "status").Val(); s == "active" {
+					t.Fatalf("run %d: HGET session:%s status = active after Fill racing RevokeUser (Fill %s, %v; RevokeUser revoked %v)",
+						i, id, fmtRecord(res.rec), res.err, ids)
 				}
 			}
+			t.Logf("%d runs: the fill ran first in %d, was refused in %d", runs, filledFirst, refused)
 		})
 
-		t.Run("revoke before index step", func(t *testing.T) {
-			c.store.hookAfterIndex = func() { t.Error("fill passed the index step after a user-wide revocation") }
+		t.Run("revoke first", func(t *testing.T) {
+			before := c.Stats().FillsRefused
 			for i := range runs {
 				id, uid := fmt.Sprintf("dev-b%d", i), fmt.Sprintf("user-b%d", i)
 				if _, _, err := c.RevokeUser(ctx, uid); err != nil {
@@ -402,12 +411,29 @@ func TestFillRaceWithRevokeUser(t *testing.T) {
 				if n := r.rdb.Exists(ctx, "session:"+id).Val(); n != 0 {
 					t.Fatalf("run %d: EXISTS session:%s = %d, want 0", i, id, n)
 				}
+				if n := r.rdb.SCard(ctx, "user:"+uid+":sessions").Val(); n != 0 {
+					t.Fatalf("run %d: the refused fill indexed %d sessions, want 0", i, n)
+				}
+			}
+			if got := c.Stats().FillsRefused - before; got != uint64(runs) {
+				t.Errorf("Stats().FillsRefused grew by %d, want %d", got, runs)
 			}
 		})
-		c.store.hookAfterIndex = nil
-		if got := c.Stats().FillsRefused; got != uint64(runs) {
-			t.Errorf("Stats().FillsRefused = %d, want %d", got, runs)
-		}
+
+		t.Run("fill first", func(t *testing.T) {
+			for i := range runs / 10 {
+				id, uid := fmt.Sprintf("dev-c%d", i), fmt.Sprintf("user-c%d", i)
+				if rec, err := c.Fill(ctx, activeRecord(id, uid)); err != nil || rec.Status != session.StatusActive {
+					t.Fatalf("run %d: Fill = %s, %v; want active", i, fmtRecord(rec), err)
+				}
+				if _, ids, err := c.RevokeUser(ctx, uid); err != nil || !slices.Equal(ids, []string{id}) {
+					t.Fatalf("run %d: RevokeUser = %v, %v; want [%s] (the fill indexed it)", i, ids, err, id)
+				}
+				if s := r.rdb.HGet(ctx, "session:"+id, "status").Val(); s != "revoked" {
+					t.Fatalf("run %d: HGET session:%s status = %q, want revoked", i, id, s)
+				}
+			}
+		})
 	})
 }
 
@@ -492,38 +518,53 @@ func TestFillWindowEnds(t *testing.T) {
 	}
 }
 
-// TestFillRefusedWhenSecondStepIsLate moves the Redis clock between the two
-// steps of an active fill: a write Redis would run after the call's deadline
-// (its caller no longer waiting for the reply) is refused.
-func TestFillRefusedWhenSecondStepIsLate(t *testing.T) {
+// TestFillRefusedAfterItsDeadline moves miniredis' clock to show that the
+// fill script writes an active record only while its caller awaits the
+// reply, on Redis's clock: a script Redis runs after the call's deadline
+// (a request held up in the network) is refused; the offset between the
+// clocks is learnt from the replies, so a Redis clock that runs ahead or
+// behind costs at most one refused fill.
+func TestFillRefusedAfterItsDeadline(t *testing.T) {
 	mr := miniredis.RunT(t)
-	start := time.Now()
-	mr.SetTime(start)
 	const callTimeout = 2 * time.Second
 	c := newCache(t, newClient(t, mr.Addr()), Options{FillWindow: 10 * time.Second, CallTimeout: callTimeout})
 	ctx := context.Background()
-	tests := []struct {
-		name  string
-		delay time.Duration
-		want  error
-	}{
-		{"in time", callTimeout / 2, nil},
-		{"after the call's deadline", callTimeout + time.Second, ErrFillRefused},
+	n := 0
+	fill := func() error {
+		n++
+		id := fmt.Sprintf("dev-%d", n)
+		_, err := c.Fill(ctx, activeRecord(id, "user-1"))
+		if exists := mr.Exists("session:" + id); exists != (err == nil) {
+			t.Errorf("session:%s exists = %v after Fill = %v", id, exists, err)
+		}
+		return err
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			id := fmt.Sprintf("dev-%d", i)
-			c.store.hookAfterIndex = func() { mr.SetTime(start.Add(tt.delay)) }
-			defer func() { c.store.hookAfterIndex = nil; mr.SetTime(start) }()
-			_, err := c.Fill(ctx, activeRecord(id, "user-1"))
-			if !errors.Is(err, tt.want) && !(err == nil && tt.want == nil) {
-				t.Fatalf("Fill with a %v gap = %v, want %v", tt.delay, err, tt.want)
-			}
-			exists := mr.Exists("session:" + id)
-			if exists != (tt.want == nil) {
-				t.Errorf("session:%s exists = %v, want %v", id, exists, tt.want == nil)
-			}
-		})
+	now := time.Now()
+	mr.SetTime(now)
+	if err := fill(); err != nil {
+		t.Fatalf("Fill with the clocks together = %v, want nil", err)
+	}
+	// The script runs after the call's deadline as Redis's clock reads it.
+	mr.SetTime(time.Now().Add(callTimeout + time.Second))
+	if err := fill(); !errors.Is(err, ErrFillRefused) {
+		t.Fatalf("Fill that Redis runs after the deadline = %v, want ErrFillRefused", err)
+	}
+	// Redis's clock is ahead now: learnt from the refusal.
+	mr.SetTime(time.Now().Add(callTimeout + time.Second))
+	if err := fill(); err != nil {
+		t.Errorf("Fill after learning that Redis runs ahead = %v, want nil", err)
+	}
+	// A Redis clock far behind refuses nothing.
+	mr.SetTime(time.Now().Add(-time.Hour))
+	if err := fill(); err != nil {
+		t.Errorf("Fill with Redis's clock an hour behind = %v, want nil", err)
+	}
+	// A revoked record has no deadline: nothing to resurrect.
+	mr.SetTime(time.Now().Add(time.Hour))
+	revoked := activeRecord("dev-r", "user-1")
+	revoked.Status, revoked.RevokedAtMS = session.StatusRevoked, ptr(42)
+	if rec, err := c.Fill(ctx, revoked); err != nil || rec.Status != session.StatusRevoked {
+		t.Errorf("revoked Fill with Redis's clock an hour ahead = %s, %v; want revoked, nil", fmtRecord(rec), err)
 	}
 }
 

@@ -31,7 +31,7 @@ func loadUser(tb testing.TB, rdb *redis.Client, l Layout, userID, prefix string,
 		key := l.SessionKey(ids[i])
 		pipe.HSet(ctx, key, FieldUserID, userID, FieldClientPublicKey, keyOf(ids[i]), FieldStatus, "active")
 		pipe.PExpire(ctx, key, DefaultSessionTTL)
-		pipe.SAdd(ctx, l.UserSessionsKey(userID), ids[i])
+		pipe.SAdd(ctx, l.UserSessionsKey(userID, l.Stripe(ids[i])), ids[i])
 		if i%1000 == 999 || i == n-1 {
 			if _, err := pipe.Exec(ctx); err != nil {
 				tb.Fatalf("load %d sessions: %v", n, err)
@@ -47,13 +47,15 @@ func loadUser(tb testing.TB, rdb *redis.Client, l Layout, userID, prefix string,
 // only message is the user's, numbered and logged.
 func TestRevokeUserLargeIndex(t *testing.T) {
 	eachRedis(t, func(t *testing.T, r testRedis) {
-		c := newCache(t, r.rdb, Options{Stripes: 4, CallTimeout: 2 * time.Second})
+		// Two stripes of about 1,250 sessions each: each stripe's index
+		// is over inlineIndex and scanned.
+		c := newCache(t, r.rdb, Options{Stripes: 2, CallTimeout: 2 * time.Second})
 		l := c.Layout()
 		ctx := context.Background()
 		ids := loadUser(t, r.rdb, l, "user-big", "dev", 2500)
 		// One indexed session whose fill has not written its hash yet,
 		// and one revoked earlier.
-		if err := r.rdb.SAdd(ctx, l.UserSessionsKey("user-big"), "dev-unfilled").Err(); err != nil {
+		if err := r.rdb.SAdd(ctx, l.UserSessionsKey("user-big", l.Stripe("dev-unfilled")), "dev-unfilled").Err(); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, "dev-unfilled")
@@ -111,11 +113,15 @@ func TestRevokeUserAnnouncesAfterMarking(t *testing.T) {
 			t.Fatalf("RevokeUser: %v", err)
 		}
 		var order []string
+		markers := 0
 		for _, cmd := range rec.scripts() {
 			keys := scriptKeys(cmd)
 			switch {
 			case strings.HasPrefix(keys[0], "user:"):
-				order = append(order, "marker")
+				if n := len(order); n == 0 || order[n-1] != "markers" {
+					order = append(order, "markers")
+				}
+				markers++
 			case strings.HasPrefix(keys[0], "session_invalidation:"):
 				order = append(order, "message")
 			default:
@@ -127,8 +133,11 @@ func TestRevokeUserAnnouncesAfterMarking(t *testing.T) {
 				}
 			}
 		}
-		if want := []string{"marker", "marks", "message"}; !slices.Equal(order, want) {
+		if want := []string{"markers", "marks", "message"}; !slices.Equal(order, want) {
 			t.Errorf("RevokeUser ran %v, want %v", order, want)
+		}
+		if markers != 4 {
+			t.Errorf("RevokeUser set %d markers, want one per stripe (4)", markers)
 		}
 	})
 }

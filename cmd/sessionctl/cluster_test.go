@@ -65,6 +65,15 @@ func TestSessionctlThroughSentinel(t *testing.T) {
 	})
 }
 
+// userSessionsRow is inspect's "user sessions" row for a session of user
+// uid on stripe k whose user has n sessions.
+func userSessionsRow(l rediscache.Layout, uid string, k, n int) string {
+	if l.Stripes() == 1 {
+		return fmt.Sprintf("user sessions %s (%d)\n", l.UserSessionsKey(uid, k), n)
+	}
+	return fmt.Sprintf("user sessions %s and %d other stripes' (%d)\n", l.UserSessionsKey(uid, k), l.Stripes()-1, n)
+}
+
 // runSessionctlSuite checks each incident command against the deployment:
 // watch sees every message in sequence per stripe; inspect names the keys
 // (with hash tags on a cluster) and reads a user's index across slots;
@@ -106,7 +115,7 @@ func runSessionctlSuite(t *testing.T, d deployment) {
 			"key           " + l.SessionKey("dev-b") + "\n",
 			fmt.Sprintf("stripe        %d (log %s, seq %s)", k, l.LogKey(k), l.SeqKey(k)),
 			"status        active\n",
-			"user sessions " + l.UserSessionsKey("u-7") + " (6)\n",
+			userSessionsRow(l, "u-7", k, 6),
 			"dev-f                                    active\n",
 		} {
 			if !strings.Contains(stdout, want) {

@@ -462,8 +462,8 @@ func checkACL(ctx context.Context, node *redis.Client, o doctorOptions) doctorCh
 	names := strings.NewReplacer(
 		"<session>", o.layout.SessionKey("doctor-probe"),
 		"<session-prefix>", o.layout.SessionKeyPrefix(),
-		"<user-sessions>", o.layout.UserSessionsKey("doctor-probe"),
-		"<user-revoked>", o.layout.UserRevokedKey("doctor-probe"),
+		"<user-sessions>", o.layout.UserSessionsKey("doctor-probe", 0),
+		"<user-revoked>", o.layout.UserRevokedKey("doctor-probe", 0),
 		"<seq>", o.layout.SeqKey(0),
 		"<log>", o.layout.LogKey(0),
 		"<channel>", o.layout.Channel(),

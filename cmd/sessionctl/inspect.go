@@ -23,9 +23,11 @@ func init() {
 
 // inspectKeys are the Redis keys of one session.
 type inspectKeys struct {
-	Session      string `json:"session"`
-	Seq          string `json:"seq"`
-	Log          string `json:"log"`
+	Session string `json:"session"`
+	Seq     string `json:"seq"`
+	Log     string `json:"log"`
+	// UserSessions and UserRevoked are the user's index and marker of the
+	// session's stripe (with one stripe, the user's only ones).
 	UserSessions string `json:"user_sessions,omitempty"`
 	UserRevoked  string `json:"user_revoked,omitempty"`
 }
@@ -43,6 +45,7 @@ type inspectReport struct {
 	Session         string            `json:"session"`
 	Found           bool              `json:"found"`
 	Stripe          int               `json:"stripe"`
+	Stripes         int               `json:"stripes"`
 	Keys            inspectKeys       `json:"keys"`
 	RedisTimeMS     int64             `json:"redis_time_ms"`
 	TTLMS           *int64            `json:"ttl_ms,omitempty"` // -1: no expiry
@@ -60,8 +63,8 @@ type inspectReport struct {
 	UserRevokedAtMS *int64            `json:"user_revoked_at_ms,omitempty"`
 	UserRevokedAt   string            `json:"user_revoked_at,omitempty"`
 
-	// UserSessionsTotal is the size of the user's index; UserSessions
-	// lists the first -limit of them, sorted.
+	// UserSessionsTotal is the size of the user's index of the session's
+	// stripe; UserSessions lists the first -limit of them, sorted.
 	UserSessionsTotal int `json:"user_sessions_total,omitempty"`
 
 	// Backend is the backend's answer for the session (-backend).
@@ -147,6 +150,7 @@ func inspectLimit(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalC
 	rep := inspectReport{
 		Session: id,
 		Stripe:  k,
+		Stripes: l.Stripes(),
 		Keys:    inspectKeys{Session: l.SessionKey(id), Seq: l.SeqKey(k), Log: l.LogKey(k)},
 	}
 	now, err := redisTime(ctx, rdb)
@@ -205,9 +209,11 @@ func inspectLimit(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalC
 	if rep.UserID == "" {
 		return rep, nil
 	}
-	rep.Keys.UserSessions = l.UserSessionsKey(rep.UserID)
-	rep.Keys.UserRevoked = l.UserRevokedKey(rep.UserID)
-	if rep.UserSessions, rep.UserSessionsTotal, err = userSessions(ctx, l, rdb, rep.Keys.UserSessions, limit); err != nil {
+	// The user's index and marker of the session's stripe: the keys the
+	// fill script and a user-wide revocation use for this session.
+	rep.Keys.UserSessions = l.UserSessionsKey(rep.UserID, l.Stripe(id))
+	rep.Keys.UserRevoked = l.UserRevokedKey(rep.UserID, l.Stripe(id))
+	if rep.UserSessions, rep.UserSessionsTotal, err = userSessions(ctx, l, rdb, rep.UserID, limit); err != nil {
 		return rep, err
 	}
 	marker, err := rdb.Get(ctx, rep.Keys.UserRevoked).Result()
@@ -225,13 +231,21 @@ func inspectLimit(ctx context.Context, c *rediscache.Cache, rdb redis.UniversalC
 	return rep, nil
 }
 
-// userSessions lists the first limit ids (0: all) of a user's index,
-// sorted, with the status of each session, read in pipelines of 100, and
-// returns the size of the index.
-func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, key string, limit int) ([]userSession, int, error) {
-	ids, err := rdb.SMembers(ctx, key).Result()
-	if err != nil {
+// userSessions lists the first limit ids (0: all) of a user's indexes, one
+// per stripe, sorted, with the status of each session, read in pipelines of
+// 100, and returns the size of the indexes.
+func userSessions(ctx context.Context, l rediscache.Layout, rdb redis.UniversalClient, userID string, limit int) ([]userSession, int, error) {
+	pipe := rdb.Pipeline()
+	members := make([]*redis.StringSliceCmd, l.Stripes())
+	for k := range members {
+		members[k] = pipe.SMembers(ctx, l.UserSessionsKey(userID, k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, 0, err
+	}
+	var ids []string
+	for _, m := range members {
+		ids = append(ids, m.Val()...)
 	}
 	slices.Sort(ids)
 	total := len(ids)
@@ -326,7 +340,12 @@ func printInspect(w io.Writer, r inspectReport) {
 	if r.UserID == "" {
 		return
 	}
-	row("user sessions", "%s (%d)", r.Keys.UserSessions, max(r.UserSessionsTotal, len(r.UserSessions)))
+	total := max(r.UserSessionsTotal, len(r.UserSessions))
+	if r.Stripes > 1 {
+		row("user sessions", "%s and %d other stripes' (%d)", r.Keys.UserSessions, r.Stripes-1, total)
+	} else {
+		row("user sessions", "%s (%d)", r.Keys.UserSessions, total)
+	}
 	for _, us := range r.UserSessions {
 		note := ""
 		switch {

@@ -166,7 +166,7 @@ func TestInspectPrefixAndStripes(t *testing.T) {
 	for _, want := range []string{
 		"key           " + l.SessionKey("dev-a") + "\n",
 		"{s",
-		"user sessions " + l.UserSessionsKey("u-7") + " (1)",
+		"user sessions " + l.UserSessionsKey("u-7", l.Stripe("dev-a")) + " and 3 other stripes' (1)",
 		l.LogKey(l.Stripe("dev-a")),
 	} {
 		if !strings.Contains(stdout, want) {

@@ -224,7 +224,7 @@ it is a terminal or with -progress. Safe to repeat after a failure.`+afterHelp, 
 		if prog != nil {
 			// Without the count (an ACL that refuses SCARD), progress
 			// has no total.
-			if n, err := rdb.SCard(ctx, c.Layout().UserSessionsKey(id)).Result(); err == nil {
+			if n, err := indexSize(ctx, rdb, c.Layout(), id); err == nil {
 				prog.setTotal(n)
 			}
 			rdb.AddHook(revokeCounter{prog: prog, layout: c.Layout()})
@@ -261,7 +261,7 @@ it is a terminal or with -progress. Safe to repeat after a failure.`+afterHelp, 
 		rep.Error = unredact(rep.Error, []string{id})
 	case what == "user" && len(rep.Sessions) == 0:
 		verdict(exitFailure, fmt.Sprintf("user %s has no session in its index (%s): nothing revoked but the user message and the marker; a misspelled user id, another -prefix, or sessions that expired?",
-			id, c.Layout().UserSessionsKey(id)))
+			id, indexKeys(c.Layout(), id)))
 	case be != nil:
 		ids := rep.Sessions
 		if what == "session" {
@@ -299,6 +299,33 @@ it is a terminal or with -progress. Safe to repeat after a failure.`+afterHelp, 
 			name, backendEnv, map[string]string{"session": "the session", "user": "the user's sessions"}[what])
 	}
 	return code
+}
+
+// indexSize is the number of sessions in a user's indexes, one per stripe,
+// counted with SCARD in one pipeline.
+func indexSize(ctx context.Context, rdb redis.UniversalClient, l rediscache.Layout, userID string) (int64, error) {
+	pipe := rdb.Pipeline()
+	cards := make([]*redis.IntCmd, l.Stripes())
+	for k := range cards {
+		cards[k] = pipe.SCard(ctx, l.UserSessionsKey(userID, k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, c := range cards {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// indexKeys names a user's indexes for a message: the key, or with several
+// stripes the first and how many more.
+func indexKeys(l rediscache.Layout, userID string) string {
+	if l.Stripes() == 1 {
+		return l.UserSessionsKey(userID, 0)
+	}
+	return fmt.Sprintf("%s and the other %d stripes'", l.UserSessionsKey(userID, 0), l.Stripes()-1)
 }
 
 // limitOr returns *limit, or 0 (no limit) for a command without -limit.

@@ -511,7 +511,7 @@ func TestRevokeUserProgressAndLimit(t *testing.T) {
 		id := fmt.Sprintf("dev-%04d", i)
 		pipe.HSet(ctx, c.Layout().SessionKey(id), "status", "active", "user_id", "u-big", "client_public_key", testKey(1))
 		pipe.PExpire(ctx, c.Layout().SessionKey(id), time.Hour)
-		pipe.SAdd(ctx, c.Layout().UserSessionsKey("u-big"), id)
+		pipe.SAdd(ctx, c.Layout().UserSessionsKey("u-big", c.Layout().Stripe(id)), id)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -594,7 +594,7 @@ func TestRevokeCounterCountsMarkedSessions(t *testing.T) {
 		{"mark_revoked by EVALSHA", redis.NewCmd(ctx, "evalsha", sha, 2, l.SessionKey("dev-a"), l.SessionKey("dev-b"), 1000), 2},
 		{"mark_revoked by EVAL", redis.NewCmd(ctx, "eval", "return 0", 1, l.SessionKey("dev-c"), 1000), 1},
 		{"failed", failed, 0},
-		{"revoke_user", redis.NewCmd(ctx, "evalsha", sha, 2, l.UserSessionsKey("u-7"), l.UserRevokedKey("u-7"), 20000, 1000), 0},
+		{"revoke_user", redis.NewCmd(ctx, "evalsha", sha, 2, l.UserSessionsKey("u-7", 0), l.UserRevokedKey("u-7", 0), 20000, 1000), 0},
 		{"announce_user", redis.NewCmd(ctx, "evalsha", sha, 2, l.SeqKey(3), l.LogKey(3), "u-7", 3), 0},
 		{"a session and another key", redis.NewCmd(ctx, "evalsha", sha, 2, l.SessionKey("dev-a"), l.SeqKey(3), 1000), 0},
 		{"another command", redis.NewCmd(ctx, "hgetall", l.SessionKey("dev-a")), 0},

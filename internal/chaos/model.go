@@ -22,7 +22,7 @@ import (
 //     revoked first);
 //   - a revoked fill and a revocation write revoked;
 //   - a restart or FLUSHDB (flush), and a DEL (delete), empty it;
-//   - an unfill (a fill taken back because its index entry was lost)
+//   - an unfill (a fill taken back after Redis lost data)
 //     empties it if it holds active, and says whether it did.
 //
 // An operation whose outcome is unknown (a timeout) may have taken effect

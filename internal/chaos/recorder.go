@@ -22,7 +22,7 @@ const (
 	L2Fill                     // the fill script (or, with GuardedFill disabled, a plain HSET)
 	L2Revoke                   // the revoke_session script
 	L2Flush                    // a redis-server restart: every hash is gone
-	L2Unfill                   // the unfill script: an active record taken back after its index entry was lost
+	L2Unfill                   // the unfill script: an active record taken back after Redis lost data
 	L2Delete                   // DEL of a session hash: a refused revocation's fallback, an operator, eviction
 )
 
@@ -204,12 +204,16 @@ func (h recorderHook) observe(cmd redis.Cmder, err error, call, ret time.Time) {
 		op.Out = statusOf(c.Val())
 	case L2Fill:
 		switch c := cmd.(type) {
-		case *redis.Cmd: // the fill script: HGETALL of the result, or 0
-			switch v := c.Val().(type) {
-			case int64:
+		case *redis.Cmd: // the fill script: {now, "ok", HGETALL of the result...} or a refusal
+			v, ok := c.Val().([]any)
+			if !ok || len(v) < 2 {
+				return
+			}
+			switch v[1] {
+			case "ok":
+				op.Out = statusOf(pairs(v[2:]))
+			case "late", "marker":
 				op.Out = OutRefused
-			case []any:
-				op.Out = statusOf(pairs(v))
 			default:
 				return
 			}
@@ -303,8 +307,11 @@ func (h recorderHook) classify(args []any) (L2Op, bool) {
 			return L2Op{}, false
 		}
 		argv := args[3+n:]
+		// A fill's keys are the session hash and, for a record with a
+		// user, the user's index and marker.
+		fill := n == 1 || n == 3 && strings.HasSuffix(fmt.Sprint(args[4]), ":sessions")
 		switch {
-		case n == 1 && len(argv) >= 3: // fill: user, key, status, ...
+		case fill && len(argv) >= 3: // fill: user, key, status, ...
 			return L2Op{Kind: L2Fill, Session: id, Status: fmt.Sprint(argv[2])}, true
 		case n == 1 && len(argv) == 0: // unfill
 			return L2Op{Kind: L2Unfill, Session: id}, true

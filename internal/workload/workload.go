@@ -111,7 +111,7 @@ func Load(ctx context.Context, rdb redis.UniversalClient, layout rediscache.Layo
 				rediscache.FieldClientPublicKey, PublicKey(i),
 				rediscache.FieldStatus, string(session.StatusActive))
 			pipe.PExpire(ctx, key, ttl)
-			uk := layout.UserSessionsKey(UserID(i))
+			uk := layout.UserSessionsKey(UserID(i), layout.Stripe(ID(i)))
 			pipe.SAdd(ctx, uk, ID(i))
 			pipe.PExpire(ctx, uk, ttl)
 		}

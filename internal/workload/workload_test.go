@@ -84,7 +84,7 @@ func TestLoadWritesWhatRediscacheReads(t *testing.T) {
 		if ttl := rdb.PTTL(ctx, layout.SessionKey(workload.ID(i))).Val(); ttl <= 0 || ttl > time.Hour {
 			t.Errorf("PTTL of session %d = %v, want within (0, 1h]", i, ttl)
 		}
-		if ok, err := rdb.SIsMember(ctx, layout.UserSessionsKey(workload.UserID(i)), workload.ID(i)).Result(); err != nil || !ok {
+		if ok, err := rdb.SIsMember(ctx, layout.UserSessionsKey(workload.UserID(i), layout.Stripe(workload.ID(i))), workload.ID(i)).Result(); err != nil || !ok {
 			t.Errorf("SISMEMBER user index of session %d = %v, %v; want true", i, ok, err)
 		}
 	}
