@@ -184,7 +184,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 		// A user-wide revocation of this user is recent. The backend
 		// now knows whether this session predates it: ask once more.
 		// An active answer goes to Redis as one given after that
-		// revocation (the index step still refuses it if a later one
+		// revocation (the fill script still refuses it if a later one
 		// happened), unless this replica still owes Redis a revocation
 		// of the session or its user: its L2 reads count as revoked
 		// until then, so the answer is served uncached as before. L1 is
