@@ -25,6 +25,7 @@ import (
 	"github.com/galaxy-game/sessioncache/internal/redistest"
 	"github.com/galaxy-game/sessioncache/internal/signing"
 	"github.com/galaxy-game/sessioncache/localcache"
+	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 	"github.com/galaxy-game/sessioncache/tiered"
 )
@@ -503,18 +504,27 @@ func TestDebugSessionTiersDown(t *testing.T) {
 	f := startRealGateway(t, srv, be, "gw-down", func(c *config) { c.StaleBound = time.Nanosecond })
 	rec, priv := be.NewSession("user-1")
 	id := rec.DeviceSessionID
-	wantAnswer(t, "lookup", f.lookup(t, id, priv), 200, "")
-	// Redis's report of the fill's own write may reach L1 after the fill
-	// and drop the entry (docs/fill-guard.md): look up again until L1
-	// holds it, as the next requests would.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if _, held, _ := f.gw.cache.Peek(id); held {
-			break
-		}
+	// The record reaches Redis through another replica's fill, and this
+	// replica has applied Redis's report of that write before its lookup,
+	// an L2 hit that writes nothing: no report of a write is in flight
+	// when Redis is killed (one would have L1 read the key again, and
+	// drop the entry when that read fails).
+	other, err := rediscache.New(srv.Client(t), rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Fill(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); f.gw.cache.Stats().KeysChanged == 0; {
 		if time.Now().After(deadline) {
-			t.Fatal("L1 does not hold the session 5s after its lookups")
+			t.Fatal("Redis's report of the other replica's fill did not arrive within 5s")
 		}
-		wantAnswer(t, "lookup again", f.lookup(t, id, priv), 200, "")
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantAnswer(t, "lookup", f.lookup(t, id, priv), 200, "")
+	if _, held, _ := f.gw.cache.Peek(id); !held {
+		t.Fatal("L1 does not hold the session after its lookup")
 	}
 	be.Revoke(id) // at the backend only: L1 and Redis still say active
 
