@@ -337,7 +337,7 @@ func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (sess
 	id := r.DeviceSessionID
 	k := c.layout.Stripe(id)
 	keys := []string{c.layout.SessionKey(id)}
-	if r.UserID != "" {
+	if r.UserID != "" && !mutation.Disabled(mutation.UserIndex) {
 		keys = append(keys, c.layout.UserSessionsKey(r.UserID, k), c.layout.UserRevokedKey(r.UserID, k))
 	}
 	check := "1"

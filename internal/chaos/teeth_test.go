@@ -24,7 +24,10 @@ import (
 //   - Tracking: FaultHandRevoke, an operator's HSET status revoked with
 //     no message;
 //   - LossUnfill: FaultLossFill, a backend answer read before a revocation
-//     and filled after a restart lost it.
+//     and filled after a restart lost it;
+//   - UserIndex: the default faults; a user-wide revocation of the
+//     workload leaves active the user's sessions that Redis holds unless
+//     they are indexed.
 //
 // Run it with
 //
@@ -43,6 +46,7 @@ func TestTeeth(t *testing.T) {
 		{mutation.GapDetection, HistoryConfig{Env: Config{Untracked: true}, Faults: []FaultKind{FaultDrop}, FaultRate: 1}},
 		{mutation.Tracking, HistoryConfig{Faults: []FaultKind{FaultHandRevoke}, FaultRate: 1}},
 		{mutation.LossUnfill, HistoryConfig{Faults: []FaultKind{FaultLossFill}, FaultRate: 1}},
+		{mutation.UserIndex, HistoryConfig{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.guard.String(), func(t *testing.T) {

@@ -54,11 +54,16 @@ const (
 	// lost data (a resync after a loss). Disabled, fills are neither taken
 	// back nor withheld.
 	LossUnfill
+	// UserIndex is the fill script's user-wide guard
+	// (rediscache.Cache.Fill): an active record of a user is added to the
+	// user's index, which RevokeUser reads, unless the user's revocation
+	// marker refuses it. Disabled, Fill writes the record without either.
+	UserIndex
 
 	numGuards = iota
 )
 
-var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection", "Tracking", "LossUnfill"}
+var names = [...]string{"", "GuardedFill", "L1Generation", "Resync", "GapDetection", "Tracking", "LossUnfill", "UserIndex"}
 
 // String returns the guard's name, for example "GuardedFill".
 func (g Guard) String() string {
@@ -70,5 +75,5 @@ func (g Guard) String() string {
 
 // Guards lists every guard, in declaration order.
 func Guards() []Guard {
-	return []Guard{GuardedFill, L1Generation, Resync, GapDetection, Tracking, LossUnfill}
+	return []Guard{GuardedFill, L1Generation, Resync, GapDetection, Tracking, LossUnfill, UserIndex}
 }

@@ -13,8 +13,9 @@ func TestGuardString(t *testing.T) {
 		{GapDetection, "GapDetection"},
 		{Tracking, "Tracking"},
 		{LossUnfill, "LossUnfill"},
+		{UserIndex, "UserIndex"},
 		{0, "Guard(0)"},
-		{numGuards + 1, "Guard(7)"},
+		{numGuards + 1, "Guard(8)"},
 	}
 	for _, tc := range tests {
 		if got := tc.g.String(); got != tc.want {
