@@ -399,10 +399,10 @@ func (c *Cache) fill(ctx context.Context, r session.Record, sinceMS int64) (sess
 
 // Unfill takes back the active records of ids: a record whose status is
 // still active loses its fields, so the next lookup asks the backend; a
-// revoked record stays. It
-// is for a caller whose recent fills may have landed after Redis lost data
-// (a restart without persistence, a failover): their backend answers were
-// read before the loss, and may predate a revocation Redis lost with it.
+// revoked record stays. It is for a caller whose recent fills may have
+// landed after Redis lost data (a restart without persistence, a
+// failover): their backend answers were read before the loss, and may
+// predate a revocation Redis lost with it.
 // It returns how many records it took back; invalid ids are skipped. The
 // calls go in one pipeline bounded by Options.CallTimeout within ctx.
 func (c *Cache) Unfill(ctx context.Context, ids []string) (int, error) {
