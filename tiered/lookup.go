@@ -149,11 +149,12 @@ func (c *Cache) fetch(id string) (flight, error) {
 	if h := c.hooks.afterBackendRead; h != nil {
 		h(id)
 	}
-	// A fill older than half the fill window could land after a user-wide
-	// revocation's refusal window has passed, and one begun before Redis
-	// lost data may predate a revocation lost with it (see recentFills):
-	// serve it, but cache nothing.
-	if c.opts.Now().Sub(start) > c.l2.Options().FillWindow/2 || c.recent.lostSince(start) {
+	// A fill begun before Redis lost data may predate a revocation lost
+	// with it (see recentFills): serve it, but cache nothing. (No fill
+	// outlives a user-wide revocation's refusal window: ctx, at most
+	// FetchTimeout <= FillWindow/2, bounds the fills after this call, and
+	// the fill script refuses to run after its call's deadline.)
+	if c.recent.lostSince(start) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}
