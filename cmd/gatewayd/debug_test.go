@@ -276,10 +276,13 @@ type snapshot struct {
 
 func (f *realFixture) snapshot(t *testing.T) snapshot {
 	t.Helper()
+	st := f.gw.cache.Stats()
+	// Heartbeats move with the clock alone.
+	st.Channel.HeartbeatsSent, st.Channel.LastHeartbeatUnixMs = 0, 0
 	return snapshot{
-		l1Len:   f.gw.cache.Stats().L1Entries,
-		l1:      f.gw.cache.Stats().L1,
-		tiered:  f.gw.cache.Stats(),
+		l1Len:   st.L1Entries,
+		l1:      st.L1,
+		tiered:  st,
 		metrics: f.cacheMetrics(t),
 		backend: f.backend.Calls(),
 	}
