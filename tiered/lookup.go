@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/galaxy-game/sessioncache/internal/l1"
+	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -150,11 +151,12 @@ func (c *Cache) fetch(id string) (flight, error) {
 		h(id)
 	}
 	// A fill begun before Redis lost data may predate a revocation lost
-	// with it (see recentFills): serve it, but cache nothing. (No fill
+	// with it, and one the journal has no room for could not be taken back
+	// (see recentFills): serve it, but cache nothing. (No fill
 	// outlives a user-wide revocation's refusal window: ctx, at most
 	// FetchTimeout <= FillWindow/2, bounds the fills after this call, and
 	// the fill script refuses to run after its call's deadline.)
-	if c.recent.lostSince(start) {
+	if c.recent.lostSince(start) || !mutation.Disabled(mutation.LossUnfill) && !c.recent.room(c.keepFrom()) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}

@@ -16,12 +16,16 @@ import (
 // holds. A restart without persistence (or a failover) empties Redis,
 // revocations included; a backend answer read before such a revocation
 // and written after the loss would then stand as "active", and the
-// replicas learn of the loss only when their channel resyncs, up to
-// StaleBound later. So when a resync follows a loss, every fill whose
-// backend call began within StaleBound + FetchTimeout is taken back
-// (Unfill: deleted if still active; the next lookup asks the backend), and
-// a fill whose backend call began before the latest such resync is not
-// written, or is taken back at once if it landed meanwhile.
+// replicas learn of the loss when their channel is found unhealthy, up to
+// StaleBound later, and resync when it comes back, which may be much later
+// (a network partition of the subscriber alone). So when a resync follows a
+// loss, every fill whose backend call began within StaleBound +
+// FetchTimeout before the channel was found unhealthy, or since, is taken
+// back (Unfill: deleted if still active; the next lookup asks the
+// backend), and a fill whose backend call began before the latest such
+// resync is not written, or is taken back at once if it landed meanwhile.
+// While the channel is unhealthy the journal keeps every fill, up to
+// maxRecentFills; a fill that finds it full is served but not written.
 type recentFills struct {
 	mu      sync.Mutex
 	fills   []recentFill // oldest first
@@ -29,22 +33,42 @@ type recentFills struct {
 	keepFor time.Duration
 }
 
+// maxRecentFills bounds the journal of recent fills while the channel is
+// unhealthy (about 40 bytes and a string header a fill).
+const maxRecentFills = 1 << 16
+
 type recentFill struct {
 	id    string
 	start int64 // UnixNano the backend call began
 }
 
-// add remembers a fill and forgets those older than keepFor. It reports
-// whether a loss was resynced after start: the fill must then be taken back.
-func (r *recentFills) add(id string, start time.Time, now time.Time) (lost bool) {
+// room forgets the fills that began more than keepFor before from (now,
+// or when the channel was found unhealthy) and reports whether another
+// fill may be remembered.
+func (r *recentFills) room(from time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cut := now.Add(-r.keepFor).UnixNano()
+	r.forget(from)
+	return len(r.fills) < maxRecentFills
+}
+
+func (r *recentFills) forget(from time.Time) {
+	cut := from.Add(-r.keepFor).UnixNano()
 	i := 0
 	for i < len(r.fills) && r.fills[i].start < cut {
 		i++
 	}
-	r.fills = append(r.fills[i:], recentFill{id: id, start: start.UnixNano()})
+	r.fills = r.fills[i:]
+}
+
+// add remembers a fill, forgetting those that began more than keepFor
+// before from. It reports whether a loss was resynced after start: the
+// fill must then be taken back.
+func (r *recentFills) add(id string, start, from time.Time) (lost bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forget(from)
+	r.fills = append(r.fills, recentFill{id: id, start: start.UnixNano()})
 	return r.lossAt > start.UnixNano()
 }
 
@@ -58,13 +82,14 @@ func (r *recentFills) lostSince(start time.Time) bool {
 	return r.lossAt > start.UnixNano()
 }
 
-// lost records a resync after a loss at now and returns the ids of the
-// fills whose backend call began within keepFor of it.
-func (r *recentFills) lost(now time.Time) []string {
+// lost records a resync after a loss at now, the channel having been
+// unhealthy since from, and returns the ids of the fills whose backend call
+// began within keepFor before from, or since.
+func (r *recentFills) lost(now, from time.Time) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lossAt = now.UnixNano()
-	cut := now.Add(-r.keepFor).UnixNano()
+	cut := from.Add(-r.keepFor).UnixNano()
 	var ids []string
 	for _, f := range r.fills {
 		if f.start >= cut {
@@ -82,9 +107,18 @@ func (c *Cache) filled(ctx context.Context, id string, start time.Time) {
 	if mutation.Disabled(mutation.LossUnfill) {
 		return
 	}
-	if c.recent.add(id, start, c.opts.Now()) {
+	if c.recent.add(id, start, c.keepFrom()) {
 		c.unfill(ctx, []string{id})
 	}
+}
+
+// keepFrom is the time the journal of recent fills counts back from: now,
+// or when the channel was found unhealthy.
+func (c *Cache) keepFrom() time.Time {
+	if since := c.unhealthySince.Load(); since != 0 {
+		return time.Unix(0, since)
+	}
+	return c.opts.Now()
 }
 
 // unfill takes back fills that may predate a revocation Redis lost.
@@ -105,7 +139,7 @@ func (c *Cache) unfill(ctx context.Context, ids []string) {
 // lossResynced takes back, in the background, the recent fills a loss may
 // have made stale.
 func (c *Cache) lossResynced() {
-	ids := c.recent.lost(c.opts.Now())
+	ids := c.recent.lost(c.opts.Now(), c.keepFrom())
 	if len(ids) == 0 {
 		return
 	}

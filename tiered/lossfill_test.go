@@ -3,6 +3,7 @@ package tiered
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,4 +63,43 @@ func TestStaleFillAfterRedisLostDataIsTakenBack(t *testing.T) {
 		}
 	}
 	t.Logf("stats: LossUnfills %d, FillsSkipped %d", a.Stats().LossUnfills, a.Stats().FillsSkipped)
+}
+
+// TestRecentFillsCountBackFromTheLostChannel checks the journal's window
+// as chaos seed 800190210 needed it: a replica's subscriber was cut off
+// (found unhealthy at U) before Redis lost a revocation, its stale fill
+// landed, and the channel resynced long after U. The take-back must count
+// back from U, not from the resync, and keep what it needs meanwhile;
+// with the channel healthy the window counts back from now.
+func TestRecentFillsCountBackFromTheLostChannel(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	r := recentFills{keepFor: time.Second}
+	r.add("before", at(500*time.Millisecond), at(500*time.Millisecond)) // healthy: counts back from now
+	u := at(2 * time.Second)                                            // the channel is found unhealthy
+	r.add("just-before-u", at(1500*time.Millisecond), u)
+	r.add("during", at(5*time.Second), u)
+	r.add("late", at(9*time.Second), u)
+	got := r.lost(at(10*time.Second), u)
+	want := []string{"just-before-u", "during", "late"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("lost after the resync = %v, want %v (the fills since 1s before the channel was lost)", got, want)
+	}
+	if !r.add("after", at(9*time.Second), at(11*time.Second)) {
+		t.Errorf("add of a fill begun before the loss's resync = not lost, want lost")
+	}
+
+	full := recentFills{keepFor: time.Second}
+	for i := range maxRecentFills {
+		if !full.room(u) {
+			t.Fatalf("room after %d fills = false, want true", i)
+		}
+		full.add("x", at(3*time.Second), u)
+	}
+	if full.room(u) {
+		t.Errorf("room with %d fills while the channel is unhealthy = true, want false", maxRecentFills)
+	}
+	if !full.room(at(time.Hour)) {
+		t.Errorf("room once the channel is healthy and the fills are old = false, want true")
+	}
 }
