@@ -478,14 +478,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 		t.Fatalf("request to the served gateway = %d, want 200", resp.StatusCode)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve after cancel = %v, want nil", err)
-		}
-	case <-time.After(shutdownTimeout):
-		t.Fatal("serve did not return after its context was cancelled")
-	}
+	awaitServeReturn(t, done)
 	if gw.cache.Stats().Channel.Subscribed {
 		t.Errorf("subscriber still subscribed after shutdown, want the cache closed")
 	}
@@ -553,6 +546,13 @@ func TestStartsWhileRedisDown(t *testing.T) {
 	}
 
 	cancel()
+	awaitServeReturn(t, done)
+}
+
+// awaitServeReturn waits for serve, whose context was cancelled, to return
+// nil on done.
+func awaitServeReturn(t *testing.T, done <-chan error) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
