@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/galaxy-game/sessioncache/internal/l1"
-	"github.com/galaxy-game/sessioncache/internal/mutation"
 	"github.com/galaxy-game/sessioncache/rediscache"
 	"github.com/galaxy-game/sessioncache/session"
 )
@@ -156,7 +155,7 @@ func (c *Cache) fetch(id string) (flight, error) {
 	// outlives a user-wide revocation's refusal window: ctx, at most
 	// FetchTimeout <= FillWindow/2, bounds the fills after this call, and
 	// the fill script refuses to run after its call's deadline.)
-	if c.recent.lostSince(start) || !mutation.Disabled(mutation.LossUnfill) && !c.recent.room(c.keepFrom()) {
+	if c.recent.lostSince(start) || !c.recent.room(c.keepFrom()) {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}
