@@ -149,18 +149,25 @@ redis.call('HDEL', KEYS[1], 'user_id', 'client_public_key', 'status', 'revoked_a
 return 1
 `)
 
-// luaRevokeHash defines revoke(key, ttl, nowS): the session hash at key
-// becomes revoked (a tombstone when it does not exist) at nowS unless it is
-// revoked already with a valid revoked_at_ms, which is then kept (the
-// earliest time wins); its TTL becomes at least ttl ms (a decimal string),
-// and a key without one gets one. PEXPIRE GT does that in one command
-// where the key has a TTL, as every key a script wrote has; it treats a
-// key without a TTL as one that lives for ever, which PTTL then tells
-// apart.
+// luaRevokeHash defines revokedAt(key) and revoke(key, at, ttl, nowS).
+// revokedAt returns the revoked_at_ms of the session hash at key when it is
+// revoked with a valid one (status "revoked" and a decimal revoked_at_ms),
+// and nil otherwise. revoke makes the hash revoked (a tombstone when it does
+// not exist): unless at, what revokedAt returned for it, is set, it writes
+// status "revoked" and revoked_at_ms nowS, so the earliest revocation time
+// wins. Its TTL becomes at least ttl ms (a decimal string), and a key
+// without one gets one: PEXPIRE GT does that in one command where the key
+// has a TTL, as every key a script wrote has; it treats a key without a TTL
+// as one that lives for ever, which PTTL then tells apart.
 const luaRevokeHash = `
-local function revoke(key, ttl, nowS)
+local function revokedAt(key)
+  if redis.call('HGET', key, 'status') ~= 'revoked' then return nil end
   local at = redis.call('HGET', key, 'revoked_at_ms')
-  if not (at and string.match(at, '^%d+$') and redis.call('HGET', key, 'status') == 'revoked') then
+  if at and string.match(at, '^%d+$') then return at end
+  return nil
+end
+local function revoke(key, at, ttl, nowS)
+  if not at then
     redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', nowS)
   end
   if redis.call('PEXPIRE', key, ttl, 'GT') == 0 and redis.call('PTTL', key) == -1 then
@@ -249,13 +256,14 @@ for i = 1, n do
   local key = KEYS[i]
   local seq, recv, at = nil, -1, now
   -- HGET, not HMGET: deploy/redis/gateway.acl grants HGET.
-  if redis.call('HGET', key, 'status') == 'revoked' then
-    local s, t = redis.call('HGET', key, 'seq'), redis.call('HGET', key, 'revoked_at_ms')
-    if s and t and string.match(s, '^%d+$') and string.match(t, '^%d+$') then
-      seq, at = tonumber(s), tonumber(t)
+  local kept = revokedAt(key)
+  if kept then
+    local s = redis.call('HGET', key, 'seq')
+    if s and string.match(s, '^%d+$') then
+      seq, at = tonumber(s), tonumber(kept)
     end
   end
-  revoke(key, ttl, nowS)
+  revoke(key, kept, ttl, nowS)
   if not seq then
     seq, recv = announce(seqKey, logKey, 'session', ARGV[6 + i], ARGV[2], ARGV[3], ARGV[4], now)
     redis.call('HSET', key, 'seq', string.format('%d', seq))
@@ -277,7 +285,7 @@ var markRevokedScript = redis.NewScript(luaNow + luaRevokeHash + `
 local ttl = ARGV[1]
 local nowS = string.format('%d', now)
 for i = 1, #KEYS do
-  revoke(KEYS[i], ttl, nowS)
+  revoke(KEYS[i], revokedAt(KEYS[i]), ttl, nowS)
 end
 return #KEYS
 `)
