@@ -568,6 +568,65 @@ func BenchmarkRevokeScripts(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkRevokeScriptParts tells where revoke_session's Redis time goes
+// when revocations come one at a time, as in the fan-out benchmark: Redis
+// idles between them (for pace), and a script then costs several times what
+// it costs back to back. Each part is a script that does a prefix of
+// revoke_session's work, run on fresh sessions with a subscriber on the
+// channel, the parts interleaved; the metrics are Redis's time per call
+// (INFO commandstats): an empty script (evalsha-us), TIME and PUBLISH
+// (publish-us), announce's INCR, XADD and PUBLISH (announce-us), and the
+// whole script (revoke-us).
+func BenchmarkRevokeScriptParts(b *testing.B) {
+	const pace = 300 * time.Microsecond
+	srv := redistest.Start(b, redistest.Options{})
+	rdb := newClient(b, srv.Addr)
+	ctx := context.Background()
+	c := newCache(b, rdb, Options{})
+	l := c.Layout()
+	ps := subscribe(b, rdb, l.Channel())
+	var stop sync.WaitGroup
+	stop.Go(func() {
+		for {
+			if _, err := ps.ReceiveMessage(ctx); err != nil {
+				return
+			}
+		}
+	})
+	defer stop.Wait()
+	defer ps.Close()
+	parts := []struct {
+		metric string
+		script *redis.Script
+	}{
+		{"evalsha-us", redis.NewScript("return 1")},
+		{"publish-us", redis.NewScript(luaNow + "return redis.call('PUBLISH', ARGV[3], ARGV[7])")},
+		{"announce-us", redis.NewScript(luaNow + luaAnnounce +
+			"return announce(KEYS[2], KEYS[3], 'session', ARGV[7], ARGV[2], ARGV[3], ARGV[4], now)")},
+		{"revoke-us", revokeSessionScript},
+	}
+	total := make([]float64, len(parts))
+	const n = 1000
+	for i := range b.N {
+		for j, p := range parts {
+			ids := loadUser(b, rdb, l, "user-"+strconv.Itoa(i), fmt.Sprintf("p%d-%d", i, j), n)
+			resetStat(b, rdb)
+			for _, id := range ids {
+				call := c.revokeSessionsCall([]string{id})
+				if err := p.script.Run(ctx, rdb, call.keys, call.args...).Err(); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(pace) // Redis idles between revocations
+			}
+			total[j] += scriptMicros(b, rdb) / n
+		}
+	}
+	for j, p := range parts {
+		b.ReportMetric(total[j]/float64(b.N), p.metric)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
 func resetStat(tb testing.TB, rdb *redis.Client) {
 	tb.Helper()
 	if err := rdb.ConfigResetStat(context.Background()).Err(); err != nil {
