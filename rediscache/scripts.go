@@ -149,13 +149,14 @@ redis.call('HDEL', KEYS[1], 'user_id', 'client_public_key', 'status', 'revoked_a
 return 1
 `)
 
-// luaRevokeHash defines revokedAt(key) and revoke(key, at, ttl, nowS).
+// luaRevokeHash defines revokedAt(key) and revoke(key, at, ttl, nowS, ...).
 // revokedAt returns the revoked_at_ms of the session hash at key when it is
 // revoked with a valid one (status "revoked" and a decimal revoked_at_ms),
 // and nil otherwise. revoke makes the hash revoked (a tombstone when it does
-// not exist): unless at, what revokedAt returned for it, is set, it writes
-// status "revoked" and revoked_at_ms nowS, so the earliest revocation time
-// wins. Its TTL becomes at least ttl ms (a decimal string), and a key
+// not exist) in one HSET: unless at, what revokedAt returned for it, is
+// set, it writes status "revoked" and revoked_at_ms nowS, so the earliest
+// revocation time wins; the field-value pairs given after nowS are written
+// too. Its TTL becomes at least ttl ms (a decimal string), and a key
 // without one gets one: PEXPIRE GT does that in one command where the key
 // has a TTL, as every key a script wrote has; it treats a key without a TTL
 // as one that lives for ever, which PTTL then tells apart.
@@ -166,9 +167,11 @@ local function revokedAt(key)
   if at and string.match(at, '^%d+$') then return at end
   return nil
 end
-local function revoke(key, at, ttl, nowS)
+local function revoke(key, at, ttl, nowS, ...)
   if not at then
-    redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', nowS)
+    redis.call('HSET', key, 'status', 'revoked', 'revoked_at_ms', nowS, ...)
+  elseif select('#', ...) > 0 then
+    redis.call('HSET', key, ...)
   end
   if redis.call('PEXPIRE', key, ttl, 'GT') == 0 and redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, ttl)
@@ -225,12 +228,17 @@ end
 // revokeSessionScript revokes one or more sessions of one stripe, each as
 // revoke does (creating a tombstone if the hash does not exist), and
 // announces each in its own message, in the order given, recording the
-// message's number in the hash's seq field. A session whose hash is revoked
-// with a valid revoked_at_ms and a seq already was announced by an earlier
-// run: it is not announced again (every replica received that message or
-// notices the gap in the numbers), so N gateways revoking one session
-// publish once. A hash revoked any other way (a fill, a hand HSET, a
-// user-wide revocation) has no seq and is announced.
+// message's number in the hash's seq field: the message is numbered, logged
+// and published first, then the hash is written with its number in one
+// HSET. The script is atomic, so no client sees the message before the
+// hash; a script that Redis refuses (out of memory, read-only) fails at
+// its first write and writes nothing, and the caller's fallback deletes
+// the records. A session whose hash is revoked with a valid revoked_at_ms
+// and a seq already was announced by an earlier run: it is not announced
+// again (every replica received that message or notices the gap in the
+// numbers), so N gateways revoking one session publish once. A hash
+// revoked any other way (a fill, a hand HSET, a user-wide revocation) has
+// no seq and is announced.
 //
 //	KEYS[1..n]  session hashes (n = #KEYS - 2)
 //	KEYS[n+1]   sequence counter of their stripe
@@ -263,10 +271,11 @@ for i = 1, n do
       seq, at = tonumber(s), tonumber(kept)
     end
   end
-  revoke(key, kept, ttl, nowS)
-  if not seq then
+  if seq then
+    revoke(key, kept, ttl, nowS)
+  else
     seq, recv = announce(seqKey, logKey, 'session', ARGV[6 + i], ARGV[2], ARGV[3], ARGV[4], now)
-    redis.call('HSET', key, 'seq', string.format('%d', seq))
+    revoke(key, kept, ttl, nowS, 'seq', string.format('%d', seq))
   end
   out[3 * i - 2], out[3 * i - 1], out[3 * i] = seq, recv, at
 end
