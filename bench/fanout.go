@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,35 +92,48 @@ func (c signalConn) Read(b []byte) (int, error) {
 }
 
 // bareSubscriber is a subscriber connection that counts the messages it
-// receives and does nothing else.
+// receives (a pub/sub "message" or a sharded "smessage") and does nothing
+// else.
 type bareSubscriber struct {
 	conn net.Conn
 	msgs atomic.Int64
+	// onMessage, when set before read starts, is called after each
+	// message is counted, from read's goroutine.
+	onMessage func()
 }
 
-// subscribeBare opens a connection to addr and subscribes it to channel.
-func subscribeBare(addr, channel string) (*bareSubscriber, *bufio.Reader, error) {
+// subscribeBare opens a connection to addr and subscribes it to the
+// channels with command, SUBSCRIBE or SSUBSCRIBE, one command per channel
+// (Redis refuses an SSUBSCRIBE of channels in several slots), sent at
+// once; it returns when Redis has confirmed them all.
+func subscribeBare(addr, command string, channels ...string) (*bareSubscriber, *bufio.Reader, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	cmd := "*2\r\n$9\r\nSUBSCRIBE\r\n$" + strconv.Itoa(len(channel)) + "\r\n" + channel + "\r\n"
+	var cmds []byte
+	for _, ch := range channels {
+		cmds = fmt.Appendf(cmds, "*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(command), command, len(ch), ch)
+	}
 	br := bufio.NewReaderSize(conn, 4096)
-	if _, err := conn.Write([]byte(cmd)); err != nil {
+	if _, err := conn.Write(cmds); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
-	// *3, $9, subscribe, $n, channel, :1
-	for i := range 6 {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
-		if i == 2 && line != "subscribe\r\n" {
-			conn.Close()
-			return nil, nil, fmt.Errorf("SUBSCRIBE answered %q", line)
+	// Per channel: *3, $n, subscribe (or ssubscribe), $n, channel, :count.
+	kind := strings.ToLower(command) + "\r\n"
+	for _, ch := range channels {
+		for i := range 6 {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				conn.Close()
+				return nil, nil, err
+			}
+			if (i == 2 && line != kind) || (i == 4 && line != ch+"\r\n") {
+				conn.Close()
+				return nil, nil, fmt.Errorf("%s %s answered %q", command, ch, line)
+			}
 		}
 	}
 	_ = conn.SetDeadline(time.Time{})
@@ -136,8 +150,11 @@ func (s *bareSubscriber) read(br *bufio.Reader) {
 		if err != nil {
 			return
 		}
-		if string(line) == "message\r\n" {
+		if string(line) == "message\r\n" || string(line) == "smessage\r\n" {
 			s.msgs.Add(1)
+			if s.onMessage != nil {
+				s.onMessage()
+			}
 		}
 	}
 }
@@ -237,7 +254,7 @@ func RunFanoutScale(ctx context.Context, opts FanoutScaleOptions) (FanoutPoint, 
 		readers.Wait()
 	}()
 	for range opts.Subscribers - 3 {
-		s, br, err := subscribeBare(opts.Addr, layout.Channel())
+		s, br, err := subscribeBare(opts.Addr, "SUBSCRIBE", layout.Channel())
 		if err != nil {
 			return FanoutPoint{}, fmt.Errorf("bench: bare subscriber %d of %d: %w", len(bare)+1, opts.Subscribers-3, err)
 		}
