@@ -4,9 +4,10 @@
 // 95% bootstrap confidence interval; the hit-ratio table; the mixed
 // workload against rueidis and go-redis/cache; backend protection; memory;
 // the scale curve as a table and a PNG; the fan-out scale curve (10 to
-// 1,000 subscribers on one redis-server) as a table and a PNG; and the
-// revocation storms (a user-wide revocation of 100,000 sessions, and 10,000
-// single revocations from one replica).
+// 1,000 subscribers on one redis-server) as a table and a PNG; the same
+// curve on a Redis Cluster of three masters, raw PUBLISH against SPUBLISH,
+// as a table and a PNG; and the revocation storms (a user-wide revocation
+// of 100,000 sessions, and 10,000 single revocations from one replica).
 //
 // Run it from the bench module (`make bench` at the repository root does):
 //
@@ -17,17 +18,19 @@
 //	-root dir     the repository root (default "..")
 //	-out file     the report (default <root>/BENCHMARKS.md)
 //	-png file     the scale plot (default <root>/bench/scale.png); the
-//	              fan-out plot is fanout.png beside it
+//	              fan-out plots are fanout.png and fanout_cluster.png
+//	              beside it
 //	-rounds n     interleaved rounds per comparison (default 10)
 //	-quick        short phases and a small scale curve, to try the suite
 //	-only regexp  run only the steps whose name matches (the build always
 //	              runs), to try a step; such a run writes the report and
 //	              the plots only where -out and -png name them
 //
-// It needs go and redis-server on the PATH; the library's benchmarks start
-// their own redis-server processes, and the suite starts one more for the
-// mixed workload and the scale curves. All of them listen on loopback and
-// are stopped when it ends. It takes about twenty minutes on two cores.
+// It needs go, redis-server and redis-cli on the PATH; the library's
+// benchmarks start their own redis-server processes, and the suite starts
+// one more for the mixed workload and the scale curves, and a cluster of
+// three for the fan-out on Redis Cluster. All of them listen on loopback
+// and are stopped when it ends. It takes about twenty minutes on two cores.
 package main
 
 import (
@@ -93,6 +96,7 @@ func (s *suite) steps() []step {
 		{"backend protection", s.runProtection},
 		{"scale curve", s.runScale},
 		{"fan-out scale curve", s.runFanoutScale},
+		{"fan-out scale on Redis Cluster", s.runClusterFanout},
 		{"revocation storms", s.runStorms},
 		{"profiles of the targets that are short", s.runProfiles},
 	}
@@ -186,6 +190,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		if err := s.writeFanoutPlot(); err != nil {
 			return err
 		}
+		if err := s.writeClusterPlot(); err != nil {
+			return err
+		}
 	}
 	if !writeReport {
 		s.logf("ran %d of %d steps in %v; -out names no report, none written", len(steps), len(s.steps()), s.elapsed.Round(time.Second))
@@ -196,7 +203,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	if writePlots {
-		s.logf("wrote %s, %s and %s in %v", cfg.out, cfg.png, s.fanoutPNG(), s.elapsed.Round(time.Second))
+		s.logf("wrote %s and the plots beside %s in %v", cfg.out, cfg.png, s.elapsed.Round(time.Second))
 	} else {
 		s.logf("wrote %s in %v", cfg.out, s.elapsed.Round(time.Second))
 	}

@@ -96,6 +96,14 @@ func fakeSuite() *suite {
 		s.fanout = append(s.fanout, bench.FanoutPoint{Subscribers: n, Revocations: 1000, P50: time.Duration(n) * time.Microsecond,
 			P99: time.Duration(3*n) * time.Microsecond, Max: time.Duration(5*n) * time.Microsecond, CPUPerRevocation: time.Duration(80+n) * time.Microsecond, ScriptUsec: 70})
 	}
+	for _, n := range []int{10, 100, 1000} {
+		s.cluster = append(s.cluster,
+			bench.ClusterFanoutPoint{Mode: bench.ModePublish, Subscribers: n, Messages: 1000, P50: time.Duration(2*n) * time.Microsecond,
+				P99: time.Duration(40_000+n) * time.Microsecond, Max: time.Duration(50_000+n) * time.Microsecond, CPUPerMessage: time.Duration(200+9*n) * time.Microsecond, BusPerMessage: 2},
+			bench.ClusterFanoutPoint{Mode: bench.ModeSPublish, Subscribers: n, Messages: 1000, P50: time.Duration(n) * time.Microsecond,
+				P99: time.Duration(4*n) * time.Microsecond, Max: time.Duration(6*n) * time.Microsecond, CPUPerMessage: time.Duration(70+10*n) * time.Microsecond})
+	}
+	s.clusterRun = stepRun{start: time.Date(2026, 12, 8, 2, 15, 0, 0, time.UTC), elapsed: 74 * time.Second, loadAvg: "1.00 2.00 3.00"}
 	return s
 }
 
@@ -115,7 +123,7 @@ func TestTargetsJudgeEachFigure(t *testing.T) {
 	}
 	for key, want := range map[string]bool{"1a": true, "1b": true, "1c": true, "2": true, "3a": false, "3b": false,
 		"3c": true, "3d": true, "3e": false, "3f": true, "3g": true, "3h": true, "4": true,
-		"5a": true, "5b": true, "5c": true, "5d": true, "5e": true, "6a": true, "6b": true, "7a": true, "9": true,
+		"5a": true, "5b": true, "5c": true, "5d": true, "5e": true, "6a": true, "6b": true, "7a": true, "9": true, "9b": true,
 		"10a": true, "10b": true, "10c": true, "10d": true, "10e": true, "10f": true} {
 		if got[key] != want {
 			t.Errorf("target %s ok = %v, want %v", key, got[key], want)
@@ -206,6 +214,10 @@ func TestSelectSteps(t *testing.T) {
 		}
 		t.Errorf("selectSteps(all, \"storm\") = %q, %v; want the build and the revocation storms", names, err)
 	}
+	got, err = selectSteps(all, "Redis Cluster")
+	if err != nil || len(got) != 2 || got[1].name != "fan-out scale on Redis Cluster" {
+		t.Errorf("selectSteps(all, \"Redis Cluster\") = %d steps, %v; want the build and the fan-out on Redis Cluster", len(got), err)
+	}
 	if _, err := selectSteps(all, "no such step"); err == nil {
 		t.Error("selectSteps with a pattern that matches nothing: no error")
 	}
@@ -222,10 +234,55 @@ func TestReportNamesShortTargetsAndMachine(t *testing.T) {
 		"| 3d |", "**met**", "| 64 | rueidis |", "![fan-out scale](bench/fanout.png)", "| 1k | 1000 µs |",
 		"## Revocation storms", "| 10d | Other users' lookup p99 during that revocation / before it (median of per-round ratios) | 1.55× |",
 		"| 10e |", "| 3 | 700 ms | 1 | 5.0 ms | 160 µs | 100 µs | 1.60× |", "| 2 | 82,000/s | 72,000/s | 1.4 ms | 7.0 ms | 150,000/s | 5.5 ms |",
-		"go test -run '^$' -bench BenchmarkRevokeUserStorm -benchtime=1x ./rediscache/", "go test -run '^$' -bench BenchmarkMassRevocation -benchtime=1x ./tiered/"} {
+		"go test -run '^$' -bench BenchmarkRevokeUserStorm -benchtime=1x ./rediscache/", "go test -run '^$' -bench BenchmarkMassRevocation -benchtime=1x ./tiered/",
+		"| 9b | Fan-out scale on Redis Cluster", "| 6 points (table, fanout_cluster.png) |",
+		"## Fan-out scale on Redis Cluster", "![fan-out scale on Redis Cluster](bench/fanout_cluster.png)",
+		"1,000 per point", "1 round; this step ran on 2026-12-08 02:15 UTC, in 1m14s (load average 1.00 2.00 3.00 at its start).",
+		"go run ./cmd/benchsuite -only 'Redis Cluster' -out /tmp/BENCHMARKS.md -png /tmp/scale.png",
+		"| 10 | PUBLISH | 20 µs | 40010 µs | 50010 µs | 290 µs | 2.0 |", "| 1k | SPUBLISH | 1000 µs | 4000 µs | 6000 µs | 10070 µs | 0.0 |"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+	// The sections in the order of the steps.
+	single, cluster, storms := strings.Index(report, "## Fan-out scale\n"), strings.Index(report, "## Fan-out scale on Redis Cluster"), strings.Index(report, "## Revocation storms")
+	if single < 0 || !(single < cluster && cluster < storms) {
+		t.Errorf("sections at %d (fan-out scale), %d (on Redis Cluster), %d (storms); want them in that order", single, cluster, storms)
+	}
+}
+
+// TestReportClusterFanoutWithout checks the cluster fan-out's section and
+// target when the step did not run or lost a point.
+func TestReportClusterFanoutWithout(t *testing.T) {
+	s := fakeSuite()
+	s.cluster = s.cluster[1:] // 10 subscribers with PUBLISH failed
+	report := s.report(s.targets())
+	for _, want := range []string{"| 10 | PUBLISH | n/a | | | | |", "| 10 | SPUBLISH | 10 µs |", "| 5 points (table, fanout_cluster.png) |"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	s.cluster, s.clusterRun = nil, stepRun{}
+	for _, tg := range s.targets() {
+		if tg.key == "9b" && (tg.ok || tg.figure != "n/a") {
+			t.Errorf("target 9b without results: figure %q, ok %v; want n/a, short", tg.figure, tg.ok)
+		}
+	}
+	report = s.report(s.targets())
+	if !strings.Contains(report, "\n1 round.\n") || strings.Contains(report, "this step ran on") {
+		t.Errorf("cluster section without a run: want \"1 round.\" and no date")
+	}
+	s.cfg.quick = true
+	if report := s.report(s.targets()); !strings.Contains(report, "200 per point") {
+		t.Errorf("cluster section of a -quick run: want \"200 per point\"")
+	}
+	dir := t.TempDir()
+	s.cfg.png = filepath.Join(dir, "scale.png")
+	if err := s.writeClusterPlot(); err != nil {
+		t.Fatalf("writeClusterPlot without points = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "fanout_cluster.png")); !os.IsNotExist(err) {
+		t.Errorf("writeClusterPlot without points wrote a plot (%v), want none", err)
 	}
 }
 
@@ -239,7 +296,10 @@ func TestWritePlots(t *testing.T) {
 	if err := s.writeFanoutPlot(); err != nil {
 		t.Fatalf("writeFanoutPlot = %v", err)
 	}
-	for _, name := range []string{"scale.png", "fanout.png"} {
+	if err := s.writeClusterPlot(); err != nil {
+		t.Fatalf("writeClusterPlot = %v", err)
+	}
+	for _, name := range []string{"scale.png", "fanout.png", "fanout_cluster.png"} {
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)

@@ -131,6 +131,11 @@ func (s *suite) targets() []target {
 		t.figure, t.ok = fmt.Sprintf("%d points (table, fanout.png)", len(s.fanout)), true
 	}
 	ts = append(ts, t)
+	t = target{key: "9b", what: "Fan-out scale on Redis Cluster: 10/100/1,000 subscribers × PUBLISH/SPUBLISH on 3 masters (p50, p99, Redis CPU per message)", goal: "reported", figure: "n/a"}
+	if len(s.cluster) > 0 {
+		t.figure, t.ok = fmt.Sprintf("%d points (table, fanout_cluster.png)", len(s.cluster)), true
+	}
+	ts = append(ts, t)
 	ts = append(ts, s.stormTargets()...)
 	for i := range ts {
 		ts[i].why = s.why(ts[i])
@@ -409,6 +414,68 @@ func (s *suite) writeFanoutPlot() error {
 	return err
 }
 
+// clusterPNG is the plot of the fan-out curve on Redis Cluster, beside the
+// scale plot.
+func (s *suite) clusterPNG() string {
+	return filepath.Join(filepath.Dir(s.cfg.png), "fanout_cluster.png")
+}
+
+// clusterMedians returns the medians over the rounds of the points of the
+// cluster fan-out with n subscribers in mode, and how many there were.
+func (s *suite) clusterMedians(n int, mode bench.FanoutMode) (m bench.ClusterFanoutPoint, points int) {
+	var p50, p99, mx, cpu, bus []float64
+	for _, pt := range s.cluster {
+		if pt.Subscribers == n && pt.Mode == mode {
+			p50, p99, mx = append(p50, float64(pt.P50)), append(p99, float64(pt.P99)), append(mx, float64(pt.Max))
+			cpu, bus = append(cpu, float64(pt.CPUPerMessage)), append(bus, pt.BusPerMessage)
+		}
+	}
+	if len(p50) == 0 {
+		return m, 0
+	}
+	d := func(v []float64) time.Duration { return time.Duration(bench.Median(v)) }
+	return bench.ClusterFanoutPoint{Mode: mode, Subscribers: n, P50: d(p50), P99: d(p99), Max: d(mx), CPUPerMessage: d(cpu), BusPerMessage: bench.Median(bus)}, len(p50)
+}
+
+// writeClusterPlot draws the fan-out curve on Redis Cluster: p99 against
+// the subscribers, and the masters' CPU per message, one line per mode
+// (medians over the rounds).
+func (s *suite) writeClusterPlot() error {
+	subs, _ := s.clusterFanoutGrid()
+	var lat, cpu []bench.Series
+	for _, mode := range clusterModes {
+		l, c := bench.Series{Name: string(mode)}, bench.Series{Name: string(mode)}
+		for _, n := range subs {
+			m, points := s.clusterMedians(n, mode)
+			if points == 0 {
+				continue
+			}
+			x := float64(n)
+			l.X, l.Y = append(l.X, x), append(l.Y, float64(m.P99)/1e3)
+			c.X, c.Y = append(c.X, x), append(c.Y, float64(m.CPUPerMessage)/1e3)
+		}
+		if len(l.X) > 0 {
+			lat, cpu = append(lat, l), append(cpu, c)
+		}
+	}
+	if len(lat) == 0 {
+		return nil
+	}
+	f, err := os.Create(s.clusterPNG())
+	if err != nil {
+		return err
+	}
+	err = bench.WritePNG(f, []bench.Panel{
+		// The font has no µ.
+		{Title: "Cluster fan-out p99, microseconds", XLabel: "subscribers", LogY: true, Series: lat},
+		{Title: "Redis CPU per message, 3 masters, microseconds", XLabel: "subscribers", LogY: true, Series: cpu},
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // writePlot draws the scale curve.
 func (s *suite) writePlot() error {
 	sessions, _ := s.scaleGrid()
@@ -514,6 +581,7 @@ func (s *suite) report(ts []target) string {
 	s.reportProtectionMemory(&b)
 	s.reportScale(&b)
 	s.reportFanoutScale(&b)
+	s.reportClusterFanout(&b)
 	s.reportStorms(&b)
 	return b.String()
 }
@@ -641,6 +709,72 @@ func (s *suite) reportFanoutScale(b *strings.Builder) {
 	p("\nPer round:\n\n| round | subscribers | p50 | p99 | Redis CPU per revocation |\n|---|---|---|---|---|\n")
 	for i, pt := range s.fanout {
 		p("| %d | %s | %s | %s | %s |\n", i/len(subs)+1, humanInt(pt.Subscribers), us(pt.P50), us(pt.P99), us(pt.CPUPerRevocation))
+	}
+	p("\n")
+}
+
+// reportClusterFanout writes the table of the fan-out curve on Redis
+// Cluster.
+func (s *suite) reportClusterFanout(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	subs, messages := s.clusterFanoutGrid()
+	p("## Fan-out scale on Redis Cluster\n\n")
+	p("`bench.RunClusterFanout`: raw pub/sub on a Redis Cluster of three masters without replicas, started for\n")
+	p("the step on loopback (`redis-cli --cluster create`), with 10, 100 and 1,000 subscribers. No replica of the\n")
+	p("library takes part: the library publishes with `PUBLISH` and does not implement sharded channels, so this\n")
+	p("curve is what the cluster's two ways of fanning out cost, not the library's path. Two modes:\n\n")
+	p("- `PUBLISH`: every subscriber is one connection that `SUBSCRIBE`s to `session_invalidation`, spread evenly\n")
+	p("  over the three masters; the messages are `PUBLISH`ed on the first master, which delivers them to its\n")
+	p("  own subscribers and forwards each over the cluster bus to the two others, which deliver it to theirs.\n")
+	p("  (The library's subscribers, through go-redis's `ClusterClient`, all connect to the master serving the\n")
+	p("  channel name's slot, which then delivers every message to every gateway, as the single node above does.)\n")
+	p("- `SPUBLISH`: %d sharded channels, `session_invalidation:{s0}` to `session_invalidation:{s15}` (one per\n", bench.ShardedChannels)
+	p("  stripe; CLUSTER KEYSLOT puts them on all three masters); every subscriber holds one connection per\n")
+	p("  master, which `SSUBSCRIBE`s, one command per channel, to the channels of that master's slots. The\n")
+	p("  messages go round-robin over the channels, each `SPUBLISH`ed to the master serving its slot, which\n")
+	p("  alone delivers it.\n\n")
+	p("The messages have a revocation message's fields and size (`{\"session\":…,\"seq\":…,\"stripe\":…,\"at_ms\":…}`)\n")
+	p("and go one at a time, %s per point; each is timed from the publishing call until the last subscriber\n", grouped(float64(messages)))
+	p("has read it, and every subscriber must receive every message. Redis CPU per message is the growth of\n")
+	p("INFO cpu's used_cpu_sys + used_cpu_user over the timed phase, summed over the three masters, divided by\n")
+	p("the messages; bus messages per message, the growth of CLUSTER INFO's cluster_stats_messages_publish_sent\n")
+	p("and cluster_stats_messages_publishshard_sent, summed over the masters, divided by the messages. The\n")
+	p("subscribers' readers run in the suite's process, on the same two cores as the three redis-server\n")
+	p("processes, so the latencies at 1,000 are an upper bound. A message forwarded over the bus may wait for\n")
+	p("the receiving node's delayed ACK, about 40 ms on Linux: Redis 7.0 sets TCP_NODELAY on the bus connections\n")
+	p("a node accepts but not on those it opens (strace), which carry what it sends: a `PUBLISH` p99 near 40 ms\n")
+	p("where the p50 is well under a millisecond is most likely that. The single node's curve above times the\n")
+	p("library's script and three replicas' L1 flips: compare its CPU per revocation with these only for the\n")
+	p("share that grows with the subscribers.\n")
+	rounds := "1 round"
+	if r := s.clusterFanoutRounds(); r > 1 {
+		rounds = fmt.Sprintf("%d rounds, the subscriber counts in an order rotated from round to round; medians over the rounds", r)
+	}
+	if run := s.clusterRun; !run.start.IsZero() {
+		p("%s; this step ran on %s, in %v (load average %s at its start).\n\n", rounds, run.start.UTC().Format("2006-01-02 15:04 MST"), run.elapsed.Round(time.Second), run.loadAvg)
+	} else {
+		p("%s.\n\n", rounds)
+	}
+	p("To run this step alone (in `bench/`; it writes the report and the plot only where `-out` and `-png` name them):\n\n")
+	p("```\ngo run ./cmd/benchsuite -only 'Redis Cluster' -out /tmp/BENCHMARKS.md -png /tmp/scale.png\n```\n\n")
+	p("![fan-out scale on Redis Cluster](bench/fanout_cluster.png)\n\n")
+	p("| subscribers | mode | p50 | p99 | max | Redis CPU per message (3 masters) | bus messages per message |\n|---|---|---|---|---|---|---|\n")
+	for _, n := range subs {
+		for _, mode := range clusterModes {
+			m, points := s.clusterMedians(n, mode)
+			if points == 0 {
+				p("| %s | %s | n/a | | | | |\n", humanInt(n), mode)
+				continue
+			}
+			p("| %s | %s | %s | %s | %s | %s | %.1f |\n", humanInt(n), mode, us(m.P50), us(m.P99), us(m.Max), us(m.CPUPerMessage), m.BusPerMessage)
+		}
+	}
+	if s.clusterFanoutRounds() > 1 {
+		per := len(subs) * len(clusterModes)
+		p("\nPer round:\n\n| round | subscribers | mode | p50 | p99 | Redis CPU per message |\n|---|---|---|---|---|---|\n")
+		for i, pt := range s.cluster {
+			p("| %d | %s | %s | %s | %s | %s |\n", i/per+1, humanInt(pt.Subscribers), pt.Mode, us(pt.P50), us(pt.P99), us(pt.CPUPerMessage))
+		}
 	}
 	p("\n")
 }

@@ -62,9 +62,11 @@ type suite struct {
 	mixed      [][]bench.MixedResult // per round, in the order they ran
 	mixedErr   map[string]error
 	scale      []bench.ScalePoint
-	fanout     []bench.FanoutPoint // every point of every round, in the order they ran
-	profiles   map[string]string   // target key -> pprof text
-	failures   []string            // benchmark runs that failed twice
+	fanout     []bench.FanoutPoint        // every point of every round, in the order they ran
+	cluster    []bench.ClusterFanoutPoint // the cluster fan-out: every point, in the order they ran
+	clusterRun stepRun                    // when the cluster fan-out step ran
+	profiles   map[string]string          // target key -> pprof text
+	failures   []string                   // benchmark runs that failed twice
 	server     *bench.Server
 }
 
@@ -368,6 +370,75 @@ func (s *suite) runFanoutScale(ctx context.Context) error {
 			s.fanout = append(s.fanout, p)
 			s.logf("   round %d %4d subscribers: p50 %v p99 %v, Redis CPU %v per revocation (script %.0f µs)",
 				r+1, n, p.P50, p.P99, p.CPUPerRevocation, p.ScriptUsec)
+		}
+	}
+	return nil
+}
+
+// clusterFanoutGrid returns the subscriber counts of the fan-out curve on
+// Redis Cluster and the messages timed at each point. The whole step takes
+// about a minute on two cores.
+func (s *suite) clusterFanoutGrid() (subscribers []int, messages int) {
+	if s.cfg.quick {
+		return []int{10, 100, 1000}, 200
+	}
+	return []int{10, 100, 1000}, 1000
+}
+
+// clusterFanoutRounds is the number of rounds of the fan-out curve on
+// Redis Cluster.
+func (s *suite) clusterFanoutRounds() int { return 1 }
+
+// clusterModes are the modes of the fan-out curve on Redis Cluster.
+var clusterModes = []bench.FanoutMode{bench.ModePublish, bench.ModeSPublish}
+
+// stepRun is when a step ran, for a section that may be measured apart
+// from the rest of the report.
+type stepRun struct {
+	start   time.Time // zero when the step did not run
+	elapsed time.Duration
+	loadAvg string // at the start
+}
+
+// runClusterFanout measures the fan-out curve on a Redis Cluster of three
+// masters started for the step: in each round every subscriber count, in
+// an order rotated from round to round, and at each both modes, in an
+// order alternated from count to count.
+func (s *suite) runClusterFanout(ctx context.Context) error {
+	s.clusterRun = stepRun{start: time.Now(), loadAvg: loadAverage()}
+	defer func() {
+		s.clusterRun.elapsed = time.Since(s.clusterRun.start)
+	}()
+	c, err := bench.StartCluster(ctx, s.tmp)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	subs, messages := s.clusterFanoutGrid()
+	for r := range s.clusterFanoutRounds() {
+		for k := range subs {
+			n := subs[(r+k)%len(subs)]
+			for j := range clusterModes {
+				mode := clusterModes[(r+k+j)%len(clusterModes)]
+				opts := bench.ClusterFanoutOptions{Cluster: c, Subscribers: n, Messages: messages, Mode: mode}
+				p, err := bench.RunClusterFanout(ctx, opts)
+				if err != nil && ctx.Err() == nil {
+					// As with the benchmarks: once more, then go on
+					// without this point and say so.
+					s.logf("   round %d %4d subscribers %s failed, retrying: %v", r+1, n, mode, err)
+					p, err = bench.RunClusterFanout(ctx, opts)
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					s.failures = append(s.failures, fmt.Sprintf("fan-out scale on Redis Cluster, round %d, %d subscribers, %s: %v", r+1, n, mode, err))
+					continue
+				}
+				s.cluster = append(s.cluster, p)
+				s.logf("   round %d %4d subscribers %-8s: p50 %v p99 %v max %v, Redis CPU %v per message (3 masters), %.1f bus messages per message",
+					r+1, n, mode, p.P50, p.P99, p.Max, p.CPUPerMessage, p.BusPerMessage)
+			}
 		}
 	}
 	return nil
