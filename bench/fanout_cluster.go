@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,77 +114,20 @@ func (c *Cluster) Close() {
 	}
 }
 
-// freePorts returns n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("bench: free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // startClusterNode starts one cluster node as StartServer starts the
 // suite's redis-server, in dir, which it creates.
 func startClusterNode(bin, dir string, port, busPort int) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	conf := strings.Join([]string{
-		"bind 127.0.0.1",
-		"port " + strconv.Itoa(port),
-		"dir " + dir,
-		`save ""`,
-		"appendonly no",
-		"protected-mode no",
-		"logfile " + filepath.Join(dir, "redis.log"),
+	return startServer(bin, dir, port,
 		"cluster-enabled yes",
 		"cluster-config-file nodes.conf",
 		// The bus port defaults to port+10000, which may not exist.
-		"cluster-port " + strconv.Itoa(busPort),
+		"cluster-port "+strconv.Itoa(busPort),
 		// Generous: a node starved of CPU by the fan-out must not be
 		// flagged as failing, which would stop the cluster.
-		"cluster-node-timeout 15000",
-	}, "\n") + "\n"
-	path := filepath.Join(dir, "redis.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, cmd: exec.Command(bin, path), done: make(chan struct{})}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start redis-server: %w", err)
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.done)
-	}()
-	// Polling is the only way to learn that another process is ready.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := ping(s.Addr)
-		if err == nil {
-			return s, nil
-		}
-		if time.Now().After(deadline) {
-			s.Close()
-			return nil, fmt.Errorf("bench: cluster node on %s not ready: %w", s.Addr, err)
-		}
-		select {
-		case <-s.done:
-			return nil, errors.New("bench: cluster node exited at start; see " + filepath.Join(dir, "redis.log"))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		"cluster-node-timeout 15000")
 }
 
 // waitOK polls every node until each reports cluster_state:ok with every

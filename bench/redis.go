@@ -31,13 +31,18 @@ func StartServer(dir string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: redis-server not found on PATH (install Debian's redis-server): %w", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freePorts(1)
 	if err != nil {
-		return nil, fmt.Errorf("bench: free port: %w", err)
+		return nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := strings.Join([]string{
+	return startServer(bin, dir, ports[0])
+}
+
+// startServer starts bin on port, without persistence, with its
+// configuration, working directory and log in dir and the extra
+// redis.conf lines given, and waits until it answers PING.
+func startServer(bin, dir string, port int, extra ...string) (*Server, error) {
+	conf := strings.Join(append([]string{
 		"bind 127.0.0.1",
 		"port " + strconv.Itoa(port),
 		"dir " + dir,
@@ -45,7 +50,7 @@ func StartServer(dir string) (*Server, error) {
 		"appendonly no",
 		"protected-mode no",
 		"logfile " + filepath.Join(dir, "redis.log"),
-	}, "\n") + "\n"
+	}, extra...), "\n") + "\n"
 	path := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -75,6 +80,26 @@ func StartServer(dir string) (*Server, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("bench: free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // Close kills the process and waits for it. It is idempotent.
