@@ -310,3 +310,31 @@ func TestWritePlots(t *testing.T) {
 		f.Close()
 	}
 }
+
+// TestFanoutWhyGivesScriptParts: a short fan-out target explains itself
+// with the parts of the revoke script's time measured in the same run,
+// and without them says nothing about parts.
+func TestFanoutWhyGivesScriptParts(t *testing.T) {
+	s := fakeSuite()
+	s.lib["BenchmarkFanout"] = []sample{{"p99-us": 400, "raw-p99-us": 180, "script-us": 50, "publish-us": 1}}
+	whyOf4 := func() string {
+		for _, tg := range s.targets() {
+			if tg.key == "4" {
+				if tg.ok {
+					t.Fatalf("target 4 met at 400/180 µs, want short")
+				}
+				return s.why(tg)
+			}
+		}
+		t.Fatal("no target 4")
+		return ""
+	}
+	if why := whyOf4(); strings.Contains(why, "BenchmarkRevokeScriptParts") {
+		t.Errorf("why without the parts' results = %q, want no parts", why)
+	}
+	s.lib["BenchmarkRevokeScriptParts"] = []sample{{"evalsha-us": 8, "publish-us": 16, "announce-us": 30, "revoke-us": 48}}
+	want := "an empty script costs 8 µs, TIME and PUBLISH 16 µs, the announcement (INCR, XADD and PUBLISH) 30 µs, and the whole script 48 µs; the announcement is 62% of it"
+	if why := whyOf4(); !strings.Contains(why, want) {
+		t.Errorf("why = %q, want it to contain %q", why, want)
+	}
+}

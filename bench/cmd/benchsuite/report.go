@@ -350,7 +350,13 @@ func (s *suite) why(t target) string {
 	case t.key == "4":
 		script := bench.Median(s.lib.values("BenchmarkFanout", "script-us"))
 		publish := bench.Median(s.lib.values("BenchmarkFanout", "publish-us"))
-		return fmt.Sprintf("The fan-out is bound by Redis, not by the replicas: a revocation is one Lua script (rediscache's revoke_session: read and write the hash, INCR the stripe's sequence, XADD to the log, PUBLISH, and renew the TTLs of the hash and, when they run low, of the counter and the log), which Redis runs in %.0f µs per call (INFO commandstats, median over the rounds) against %.1f µs for the raw PUBLISH, and the message leaves Redis only when the script ends. The replicas' part (parse the JSON message, flip L1 under its lock) takes a few microseconds of CPU and does not show in a profile of the benchmark, which spends its time waiting. Bringing the ratio under 1.5× means a cheaper script (fewer commands) or publishing before the log write, which would break the replay of missed messages from the log.", script, publish)
+		why := fmt.Sprintf("The fan-out is bound by Redis, not by the replicas: a revocation is one Lua script (rediscache's revoke_session: read the hash, INCR the stripe's sequence, XADD to the log, PUBLISH, write the hash, and renew the TTLs of the hash and, when they run low, of the counter and the log), which Redis runs in %.0f µs per call (INFO commandstats, median over the rounds) against %.1f µs for the raw PUBLISH, and the message leaves Redis only when the script ends. The replicas' part (parse the JSON message, flip L1 under its lock) takes a few microseconds of CPU and does not show in a profile of the benchmark, which spends its time waiting.", script, publish)
+		parts := func(unit string) float64 { return bench.Median(s.lib.values("BenchmarkRevokeScriptParts", unit)) }
+		if whole := parts("revoke-us"); whole > 0 {
+			why += fmt.Sprintf(" Where the script's time goes, one call at a time with Redis idle in between as here (rediscache's BenchmarkRevokeScriptParts, medians over the rounds): an empty script costs %.0f µs, TIME and PUBLISH %.0f µs, the announcement (INCR, XADD and PUBLISH) %.0f µs, and the whole script %.0f µs; the announcement is %.0f%% of it.",
+				parts("evalsha-us"), parts("publish-us"), parts("announce-us"), whole, 100*parts("announce-us")/whole)
+		}
+		return why + " Bringing the ratio under 1.5× means publishing before the log write, which would break the replay of missed messages from the log."
 	case t.key == "5a":
 		return "See the profile below: the mixed workload spends most of its client CPU on L1 misses read from Redis (go-redis, a connection per concurrent command) and on revocations, whose Lua script also costs Redis time the peers' HSET or SET does not."
 	case t.key == "5b" || t.key == "5c":
@@ -678,8 +684,8 @@ func (s *suite) reportFanoutScale(b *strings.Builder) {
 	p("message. Redis CPU per revocation is the growth of INFO cpu's used_cpu_sys + used_cpu_user over the\n")
 	p("timed phase divided by the revocations: the script, and the writes of its message to every subscriber's\n")
 	p("socket, which happen after the script and are not in commandstats' time of the script. `PUBLISH` on the\n")
-	p("one node only: the cluster variants (`PUBLISH` forwarded over the cluster bus, `SPUBLISH` to a shard)\n")
-	p("were not measured here. The subscribers' readers run in the suite's process, on the same two cores as\n")
+	p("one node; the cluster variants (`PUBLISH` forwarded over the cluster bus, `SPUBLISH` to a shard) are in\n")
+	p("the next section. The subscribers' readers run in the suite's process, on the same two cores as\n")
 	p("redis-server, so the latencies at 1,000 are an upper bound; the CPU per revocation is Redis's own.\n")
 	p("%d rounds, the subscriber counts in an order rotated from round to round; medians over the rounds.\n\n", s.fanoutRounds())
 	p("![fan-out scale](bench/fanout.png)\n\n")

@@ -147,9 +147,10 @@ func tail(s string, lines int) string {
 
 // runLibraryRounds runs, in each round, the L1-hit comparison, the L2-hit
 // comparison (the library's against raw go-redis, then the bench module's
-// against raw go-redis and rueidis, with Redis's CPU) and the fan-out
-// comparison; each of them runs its sides A, B, B, A (A, B, C, C, B, A with
-// three; the fan-out alternates per revocation).
+// against raw go-redis and rueidis, with Redis's CPU), the fan-out
+// comparison and the parts of the revoke script's Redis time; each
+// comparison runs its sides A, B, B, A (A, B, C, C, B, A with three; the
+// fan-out alternates per revocation).
 func (s *suite) runLibraryRounds(ctx context.Context) error {
 	l1Time, l2Time, peersTime, fanout := "300ms", "1s", "500ms", "1000x"
 	if s.cfg.quick {
@@ -162,6 +163,7 @@ func (s *suite) runLibraryRounds(ctx context.Context) error {
 			{"tiered", "^BenchmarkL2Hit$", l2Time},
 			{"bench", "^BenchmarkL2Peers$", peersTime},
 			{"tiered", "^BenchmarkFanout$", fanout},
+			{"rediscache", "^BenchmarkRevokeScriptParts$", "1x"},
 		} {
 			res, err := s.bench(ctx, b.pkg, b.pattern, "-test.benchtime", b.benchtime)
 			if err != nil && ctx.Err() == nil {
