@@ -15,7 +15,7 @@ const maxBatch = 256
 // waiting reader holds one of a few pipeline slots takes everything queued
 // and sends it as one pipeline, in one write. There is no timer and no
 // goroutine of its own: at low load a read finds a slot free and goes out
-// at once (a pipeline of one); under load, the reads that arrive while the
+// at once (a plain HGETALL); under load, the reads that arrive while the
 // slots' pipelines are in flight go together in the next ones, so Redis
 // answers many in one read of its socket. A reader that holds a slot sends
 // its own read too, unless another slot holder took it first, so waiting

@@ -342,7 +342,7 @@ func (s *suite) why(t target) string {
 	case t.key == "3e":
 		return "Against the raw go-redis HGETALL at 64 goroutines, whose pool of 20 connections makes the other callers wait, shared pipelines win most when Redis and the clients have cores to spare; here both share two cores."
 	case t.key == "3f":
-		return "A lone Lookup that misses L1 does more than the raw HGETALL: the id check, the negative-cache check, a slot of the shared pipelines (a channel send and the queue's lock), a pipeline of one instead of a plain command, the decode and validation of the hash, and the L1 fill, with more allocations per read (the table of the L2 hit against the peers gives them). One round trip on loopback is a few tens of microseconds here, so a few microseconds of client work show; the interval says how firm the point estimate is."
+		return "A lone Lookup that misses L1 does more than the raw HGETALL: the id check, the negative-cache check, a slot of the shared pipelines (a channel send and the queue's lock, then a plain HGETALL when it is alone), a context with the call's timeout, the decode and validation of the hash, and the L1 fill, with more allocations per read (the table of the L2 hit against the peers gives them). One round trip on loopback is a few tens of microseconds here, so a few microseconds of client work show; the interval says how firm the point estimate is."
 	case strings.HasPrefix(t.key, "3g"):
 		return "Redis's CPU per read falls when many reads arrive in one read of its socket and leave in one write; at this concurrency the shared pipelines did not batch enough reads per pipeline to halve it."
 	case strings.HasPrefix(t.key, "3"):
