@@ -150,12 +150,14 @@ func (c *Cache) fetch(id string) (flight, error) {
 		h(id)
 	}
 	// A fill begun before Redis lost data may predate a revocation lost
-	// with it, and one the journal has no room for could not be taken back
-	// (see recentFills): serve it, but cache nothing. (No fill
-	// outlives a user-wide revocation's refusal window: ctx, at most
-	// FetchTimeout <= FillWindow/2, bounds the fills after this call, and
-	// the fill script refuses to run after its call's deadline.)
-	if c.recent.lostSince(start) || !c.recent.room(c.keepFrom()) {
+	// with it; so may one written while the channel is unhealthy, since a
+	// loss then goes unnoticed until the channel resyncs; and one the
+	// journal has no room for could not be taken back (see recentFills):
+	// serve it, but cache nothing. (No fill outlives a user-wide
+	// revocation's refusal window: ctx, at most FetchTimeout <=
+	// FillWindow/2, bounds the fills after this call, and the fill script
+	// refuses to run after its call's deadline.)
+	if c.recent.lostSince(start) || !c.fillable() {
 		c.stats.fillsSkipped.Add(1)
 		return flight{rec: rec, tok: tok}, nil
 	}

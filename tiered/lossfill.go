@@ -24,8 +24,10 @@ import (
 // back (Unfill: deleted if still active; the next lookup asks the
 // backend), and a fill whose backend call began before the latest such
 // resync is not written, or is taken back at once if it landed meanwhile.
-// While the channel is unhealthy the journal keeps every fill, up to
-// maxRecentFills; a fill that finds it full is served but not written.
+// While the channel is unhealthy no fill is written (a loss then would
+// stand until the resync); the journal keeps the fills that were already
+// on their way, up to maxRecentFills, and a fill that finds it full is
+// served but not written.
 type recentFills struct {
 	mu      sync.Mutex
 	fills   []recentFill // oldest first
@@ -46,9 +48,6 @@ type recentFill struct {
 // or when the channel was found unhealthy) and reports whether another
 // fill may be remembered.
 func (r *recentFills) room(from time.Time) bool {
-	if mutation.Disabled(mutation.LossUnfill) {
-		return true
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.forget(from)
@@ -113,6 +112,17 @@ func (c *Cache) filled(ctx context.Context, id string, start time.Time) {
 	if c.recent.add(id, start, c.keepFrom()) {
 		c.unfill(ctx, []string{id})
 	}
+}
+
+// fillable reports whether a backend answer may be written to Redis now:
+// the channel is healthy, so that a loss of Redis data would be noticed
+// within StaleBound and the fill taken back, and the journal has room for
+// it.
+func (c *Cache) fillable() bool {
+	if mutation.Disabled(mutation.LossUnfill) {
+		return true
+	}
+	return c.unhealthySince.Load() == 0 && c.recent.room(c.opts.Now())
 }
 
 // keepFrom is the time the journal of recent fills counts back from: now,

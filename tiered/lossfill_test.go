@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/galaxy-game/sessioncache/internal/subscriber"
 	"github.com/galaxy-game/sessioncache/session"
 )
 
@@ -101,5 +102,43 @@ func TestRecentFillsCountBackFromTheLostChannel(t *testing.T) {
 	}
 	if !full.room(at(time.Hour)) {
 		t.Errorf("room once the channel is healthy and the fills are old = false, want true")
+	}
+}
+
+// TestNoFillWhileChannelUnhealthy plays the order chaos seed 334797358
+// found: a replica's subscriber is cut off, Redis loses a revocation, and
+// the replica's stale backend answer lands in the empty Redis, where every
+// replica then reads it active until the cut-off replica resyncs and takes
+// it back, which may be long after. While its channel is unhealthy a
+// replica cannot notice such a loss, so it serves backend answers without
+// writing them to Redis; once the channel is synced again it fills as
+// before.
+func TestNoFillWhileChannelUnhealthy(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", testHooks{})
+	rec, _ := e.backend.NewSession("user-cut-off")
+	id := rec.DeviceSessionID
+
+	a.event(subscriber.Event{Kind: subscriber.EventLost, Reason: subscriber.ReasonHeartbeat}) // as the subscriber reports it
+	skipped := a.Stats().FillsSkipped
+	for i := range 2 {
+		got, tier, err := a.LookupTier(ctx, id)
+		if err != nil || got.Status != session.StatusActive || tier != TierBackend {
+			t.Fatalf("lookup %d with the channel unhealthy = %+v, %v, %v; want active from the backend", i, got, tier, err)
+		}
+	}
+	if s := e.redisStatus(t, id); s != "" {
+		t.Fatalf("Redis holds status %q after lookups with the channel unhealthy, want nothing", s)
+	}
+	if n := a.Stats().FillsSkipped - skipped; n != 2 {
+		t.Errorf("FillsSkipped grew by %d, want 2", n)
+	}
+
+	a.event(subscriber.Event{Kind: subscriber.EventSynced, Reason: subscriber.ReasonHeartbeat})
+	if got, tier, err := a.LookupTier(ctx, id); err != nil || got.Status != session.StatusActive || tier != TierBackend {
+		t.Fatalf("lookup after the resync = %+v, %v, %v; want active from the backend", got, tier, err)
+	}
+	if s := e.redisStatus(t, id); s != "active" {
+		t.Fatalf("Redis holds status %q after a lookup with the channel synced, want active", s)
 	}
 }

@@ -20,7 +20,7 @@ type Stats struct {
 	NotFound      int64 // backend answers "unknown id"
 	BackendFound  int64 // backend answers with a record
 	FillsRefused  int64 // backend answers not cached: a user-wide revocation was recent, or Redis ran the fill after its deadline
-	FillsSkipped  int64 // backend answers not cached: the call began before Redis lost data
+	FillsSkipped  int64 // backend answers not cached: the call began before Redis lost data, the channel was unhealthy, or the journal of recent fills was full
 	LossUnfills   int64 // active records this replica wrote to Redis and took back after Redis lost data
 	InvalidIDs    int64 // ids rejected before any I/O
 
