@@ -142,3 +142,65 @@ func TestNoFillWhileChannelUnhealthy(t *testing.T) {
 		t.Fatalf("Redis holds status %q after a lookup with the channel synced, want active", s)
 	}
 }
+
+// TestNoFillAfterHandRevocationAndDelete plays the order chaos seed
+// 2891916 found: while the backend answers a lookup (active, read before a
+// revocation), an operator revokes the session by hand in Redis and then
+// deletes its hash. The fill script has nothing left to refuse to
+// overwrite, so the stale answer must not be written: Redis reported the
+// key changed during the call, and the replica asks the backend again.
+func TestNoFillAfterHandRevocationAndDelete(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", testHooks{})
+	rec, _ := e.backend.NewSession("user-hand")
+	id := rec.DeviceSessionID
+	key := e.layout.SessionKey(id)
+
+	read, release := make(chan struct{}), make(chan struct{})
+	e.backend.SetBeforeRespond(func(got string, _ session.Record, _ bool) {
+		if got == id {
+			close(read)
+			<-release // the answer, read active, is held on its way
+		}
+	})
+	defer e.backend.SetBeforeRespond(nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Lookup(context.Background(), id)
+		done <- err
+	}()
+	<-read
+	e.backend.SetBeforeRespond(nil)
+	e.backend.Revoke(id)
+	// The operator's hand revocation, then the DEL; each reaches the
+	// replica as Redis's report of a changed key.
+	for _, op := range []func() error{
+		func() error { return e.rdb.HSet(ctx, key, "status", "revoked").Err() },
+		func() error { return e.rdb.Del(ctx, key).Err() },
+	} {
+		seen := a.Stats().Channel.KeysChanged
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for a.Stats().Channel.KeysChanged == seen {
+			if time.Now().After(deadline) {
+				t.Fatal("Redis's report of the changed key did not reach the replica within 5s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Lookup: %v", err)
+	}
+	if s := e.redisStatus(t, id); s == "active" {
+		t.Fatalf("Redis holds the session active after the lookup: the stale answer was written")
+	}
+	for i := range 2 {
+		got, err := a.Lookup(ctx, id)
+		if err != nil && !errors.Is(err, session.ErrNotFound) || err == nil && got.Status != session.StatusRevoked {
+			t.Fatalf("lookup %d after the delete = %+v, %v; want revoked", i, got, err)
+		}
+	}
+}
