@@ -163,16 +163,12 @@ func (c *Cache) fetch(id string) (flight, error) {
 	}
 	fresh := false
 	if rec.Status == session.StatusActive {
-		known := c.ownRevocations(c.l1.Check(tok, rec), false)
-		if known.Status == session.StatusRevoked || c.l1.ChangedSince(tok, id) {
+		if known := c.ownRevocations(c.l1.Check(tok, rec), false); known.Status == session.StatusRevoked {
 			// An invalidation reached this replica while the backend was
 			// answering. It may name this session, or only its user, whose
-			// sessions opened after that revocation stay active. Or Redis
-			// reported a change of the session's key: an operator's hand
-			// revocation, perhaps followed by a DEL that leaves nothing
-			// for the fill script to refuse to overwrite. The backend
-			// revokes before it publishes, so its answer to a call made
-			// now tells which; without one, serve what is known and cache
+			// sessions opened after that revocation stay active. The
+			// backend revokes before it publishes, so its answer to a call
+			// made now tells which; without one, serve revoked and cache
 			// nothing.
 			again, againTok, err := c.askAgain(ctx, id)
 			if err != nil {

@@ -379,14 +379,6 @@ func (c *Cache) invalidatedSinceLocked(t Token, r session.Record) (atMS int64, s
 	return atMS, stale
 }
 
-// ChangedSince reports whether Invalidate(id) or Changed(id) ran after t
-// was taken: Redis reported a change of the session's key (by anyone) since.
-func (c *Cache) ChangedSince(t Token, id string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.changedSinceLocked(t, id)
-}
-
 // changedSinceLocked reports whether Invalidate(id) or Changed(id) ran
 // after t was taken.
 func (c *Cache) changedSinceLocked(t Token, id string) bool {
