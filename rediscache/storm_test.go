@@ -520,22 +520,9 @@ func pct(ds []time.Duration, q float64) time.Duration {
 // RevokeSession at a time (single-us), RevokeSessions over 10,000 ids
 // (batch-us) and RevokeUser's marking of 10,000 sessions (mark-us).
 func BenchmarkRevokeScripts(b *testing.B) {
-	srv := redistest.Start(b, redistest.Options{})
-	rdb := newClient(b, srv.Addr)
+	rdb, c := scriptBench(b)
 	ctx := context.Background()
-	c := newCache(b, rdb, Options{})
 	l := c.Layout()
-	ps := subscribe(b, rdb, l.Channel()) // PUBLISH has a receiver
-	var stop sync.WaitGroup
-	stop.Go(func() {
-		for {
-			if _, err := ps.ReceiveMessage(ctx); err != nil {
-				return
-			}
-		}
-	})
-	defer stop.Wait()
-	defer ps.Close()
 	const n = 10_000
 	var single, batch, mark float64
 	for i := range b.N {
@@ -579,22 +566,9 @@ func BenchmarkRevokeScripts(b *testing.B) {
 // whole script (revoke-us).
 func BenchmarkRevokeScriptParts(b *testing.B) {
 	const pace = 300 * time.Microsecond
-	srv := redistest.Start(b, redistest.Options{})
-	rdb := newClient(b, srv.Addr)
+	rdb, c := scriptBench(b)
 	ctx := context.Background()
-	c := newCache(b, rdb, Options{})
 	l := c.Layout()
-	ps := subscribe(b, rdb, l.Channel())
-	var stop sync.WaitGroup
-	stop.Go(func() {
-		for {
-			if _, err := ps.ReceiveMessage(ctx); err != nil {
-				return
-			}
-		}
-	})
-	defer stop.Wait()
-	defer ps.Close()
 	parts := []struct {
 		metric string
 		script *redis.Script
@@ -625,6 +599,30 @@ func BenchmarkRevokeScriptParts(b *testing.B) {
 		b.ReportMetric(total[j]/float64(b.N), p.metric)
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// scriptBench starts a redis-server with a subscriber of the channel that
+// reads every message (so that PUBLISH has a receiver) until the benchmark
+// ends, and returns a client of it and a Cache on that client.
+func scriptBench(b *testing.B) (*redis.Client, *Cache) {
+	b.Helper()
+	srv := redistest.Start(b, redistest.Options{})
+	rdb := newClient(b, srv.Addr)
+	c := newCache(b, rdb, Options{})
+	ps := subscribe(b, rdb, c.Layout().Channel())
+	var stop sync.WaitGroup
+	stop.Go(func() {
+		for {
+			if _, err := ps.ReceiveMessage(context.Background()); err != nil {
+				return
+			}
+		}
+	})
+	b.Cleanup(func() {
+		ps.Close()
+		stop.Wait()
+	})
+	return rdb, c
 }
 
 func resetStat(tb testing.TB, rdb *redis.Client) {
